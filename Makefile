@@ -1,0 +1,34 @@
+# raynas: `make demo` runs the quick start, `make test` the test suite. Both create .venv if missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]' 'mlflow==3.17.2' torch==2.14.1 torchvision==0.29.1
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/raynas search --space nb201 --method darts --dataset digits --epochs 3 --seed 0 --out runs/quick
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow tests
+
+bench: install
+	$(BIN)/pip install -q --no-deps xautodl==1.0.0
+	$(BIN)/python benchmarks/supernet_step.py
+
+lint: install
+	$(BIN)/ruff check raynas search_spaces trials tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,148 @@
+"""``raynas`` command line. Every bad input ends in one line on stderr and exit code 2, before Ray starts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input detected by the CLI itself."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints the usage block)
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_search_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", help="darts, darts2, ... (see `raynas methods`)")
+    p.add_argument("--space", help="nb201, darts, s1, s2, s3, s4")
+    p.add_argument("--dataset", help="digits, fashion-mnist, cifar10, cifar100, svhn, imagenet16-120")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--download", action="store_true", default=None, help="allow torchvision to download data")
+    p.add_argument("--nb201-table", dest="nb201_table", help="compact NB201 CSV for per-epoch lookup")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--config", help="YAML file of config fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from raynas.config import _deep_merge, load_yaml, parse_set
+
+    over: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    flags = {k: getattr(args, k) for k in ("method", "space", "dataset", "epochs", "seed", "batch_size",
+                                             "data_dir", "download", "nb201_table", "device")}
+    over = _deep_merge(over, {k: v for k, v in flags.items() if v is not None})
+    return _deep_merge(over, parse_set(args.set))
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from raynas.config import resolve
+    from raynas.data import check_dataset
+    from raynas.runner import Resources, run_searches
+
+    overrides = _overrides(args)
+    cfg = resolve(overrides)  # validated before Ray starts
+    check_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    if args.gpus and args.gpus > 0:
+        import torch
+        if not torch.cuda.is_available():
+            raise UsageError(f"--gpus {args.gpus} requested but no GPU is visible; drop --gpus")
+    cpus = args.cpus if args.cpus is not None else float(os.cpu_count() or 1)
+    gpus = args.gpus if args.gpus is not None else 0.0
+    summary = run_searches(overrides, args.out, name=args.name, resources=Resources(cpu=cpus, gpu=gpus),
+                           address=args.address)
+    for t in summary["trials"]:
+        print(f"{t['method']}/{t['space']}/{t['dataset']}/seed{t['seed']}: {t['status']} after {t['epochs']} "
+              f"epochs, valid_acc={t['final']['valid_acc']}")
+        print(f"genotype: {t['genotype']}")
+    print(f"summary: {os.path.join(args.out, 'summary.json')}")
+    return 0 if all(t["status"] == "completed" for t in summary["trials"]) else 1
+
+
+def cmd_bench_nb201(args: argparse.Namespace) -> int:
+    from raynas.benchmarks import nb201 as bench
+
+    if args.action == "export":
+        n = bench.export(args.source, args.dest)
+        print(f"wrote {n} architectures to {args.dest}")
+    else:
+        print(json.dumps(bench.NB201Table.load(args.table).query(args.arch)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="raynas", description="Differentiable NAS as Ray Tune trials, tuned with Optuna, "
+                                           "tracked in MLflow.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("search", help="run one architecture search as a Ray Tune trial")
+    _add_search_flags(s)
+    s.add_argument("--out", default="runs/search", help="output directory (summary.json, Ray results)")
+    s.add_argument("--name", default="search", help="experiment name")
+    s.add_argument("--cpus", type=float, help="CPUs per trial (default: all)")
+    s.add_argument("--gpus", type=float, help="GPUs per trial, fractional allowed (default: 0)")
+    s.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    s.set_defaults(func=cmd_search)
+
+    b = sub.add_parser("bench", help="benchmark tables")
+    bsub = b.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    nb = bsub.add_parser("nb201", help="NAS-Bench-201 table")
+    nsub = nb.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ex = nsub.add_parser("export", help="write the compact CSV from the official release files")
+    ex.add_argument("--from", dest="source", required=True)
+    ex.add_argument("--to", dest="dest", required=True)
+    ex.set_defaults(func=cmd_bench_nb201)
+    q = nsub.add_parser("query", help="print the table row of one genotype string as JSON")
+    q.add_argument("arch")
+    q.add_argument("--table", required=True)
+    q.set_defaults(func=cmd_bench_nb201)
+
+    m = sub.add_parser("methods", help="list search methods and spaces")
+    m.set_defaults(func=cmd_methods)
+    return p
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from search_spaces import SPACES
+    from trials import METHODS
+
+    print("methods:", ", ".join(METHODS))
+    print("spaces:", ", ".join(SPACES))
+    return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from raynas.benchmarks.nb201 import TableError
+    from raynas.config import ConfigError
+    from raynas.data import DataError
+    from search_spaces.nb201 import GenotypeError
+
+    return (UsageError, ConfigError, DataError, GenotypeError, TableError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    handler: Callable[[argparse.Namespace], int]
+    try:
+        args = build_parser().parse_args(argv)
+        handler = args.func
+        return handler(args)
+    except Exception as e:
+        if isinstance(e, _user_errors()):
+            msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+            print(f"raynas: error: {msg}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Typed search configuration, loaded from YAML / ``--set key=value`` and validated in one place.
+
+Resolution order (later wins): dataclass defaults < the space's paper defaults < the method's paper
+defaults < the YAML file < ``--set`` / CLI flags. Every number of the search is a field here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message is one line saying what to fix."""
+
+
+@dataclass
+class ModelConfig:
+    C: int = 16                    # initial channels
+    layers: int = 5                # NB201: cells per stage (N); DARTS spaces: total cells
+    track_running_stats: bool = True  # BN in searched ops (affine is always False in the supernet)
+
+
+@dataclass
+class WeightOptimConfig:
+    """SGD on the supernet weights, cosine from ``lr`` to ``lr_min`` over the search epochs."""
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    nesterov: bool = False
+    grad_clip: float = 5.0
+
+
+@dataclass
+class ArchOptimConfig:
+    """Adam on the architecture parameters."""
+    lr: float = 3e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 1e-3
+    warmup_epochs: int = 0          # epochs of weight-only training before alpha starts moving
+    unrolled_eps: float = 0.01      # DARTS 2nd order: epsilon = unrolled_eps / ||grad||
+
+
+@dataclass
+class SearchConfig:
+    method: str = "darts"
+    space: str = "nb201"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    seed: int = 0
+    epochs: int = 50
+    batch_size: int = 64
+    train_portion: float = 0.5      # share of the training set that trains weights; the rest trains alpha
+    max_steps_per_epoch: int | None = None  # cap for smoke runs; None = full epoch
+    eval_batches: int | None = None  # batches of the alpha split evaluated per epoch; None = all
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    channels_last: bool = False
+    nb201_table: str | None = None   # compact NB201 CSV; each epoch's genotype is looked up when set
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: WeightOptimConfig = field(default_factory=WeightOptimConfig)
+    arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Paper defaults per space: NB201 follows the NAS-Bench-201 DARTS config (nesterov, wd 5e-4, N=5);
+# the DARTS-family spaces follow quark0/darts train_search.py (8 cells, wd 3e-4).
+SPACE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "nb201": {"model": {"C": 16, "layers": 5}, "optim": {"weight_decay": 5e-4, "nesterov": True}},
+    "darts": {"model": {"C": 16, "layers": 8}, "optim": {"weight_decay": 3e-4, "nesterov": False}},
+}
+for _s in ("s1", "s2", "s3", "s4"):
+    SPACE_DEFAULTS[_s] = SPACE_DEFAULTS["darts"]
+
+#: Method defaults; variant modules register theirs here (see ``trials``).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim.lr": 0.1}`` -> ``{"optim": {"lr": 0.1}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {p} is a value, not a section")
+        node[leaf] = value
+    return out
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.1", "epochs=3"]`` -> nested dict; values are parsed as YAML scalars."""
+    flat = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            flat[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({e.__class__.__name__})") from None
+    return _unflatten(flat)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        raise ConfigError(f"{p}: not valid YAML ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert one value against a type hint, with a one-line error naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f"; valid: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _check_range(cfg: SearchConfig) -> None:
+    from search_spaces import SPACES
+    from trials import METHODS
+    from raynas.data import DATASETS
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    need(cfg.method in METHODS, f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
+    need(cfg.space in SPACES, f"unknown space {cfg.space!r}; valid: {', '.join(SPACES)}")
+    need(cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
+    need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    need(0.0 < cfg.train_portion < 1.0, f"train_portion must be in (0, 1), got {cfg.train_portion}")
+    need(cfg.max_steps_per_epoch is None or cfg.max_steps_per_epoch >= 1,
+         f"max_steps_per_epoch must be >= 1 or null, got {cfg.max_steps_per_epoch}")
+    need(cfg.eval_batches is None or cfg.eval_batches >= 0, f"eval_batches must be >= 0, got {cfg.eval_batches}")
+    need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
+         f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    need(cfg.model.C >= 1 and cfg.model.layers >= 1, "model.C and model.layers must be >= 1")
+    if cfg.space != "nb201":
+        need(cfg.model.layers >= 3, f"model.layers must be >= 3 for the {cfg.space} space (2 reductions)")
+    o, a = cfg.optim, cfg.arch
+    need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    need(0 <= o.lr_min <= o.lr, f"optim.lr_min must be in [0, optim.lr], got {o.lr_min}")
+    need(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
+    need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    need(o.grad_clip > 0, f"optim.grad_clip must be > 0, got {o.grad_clip}")
+    need(a.lr >= 0, f"arch.lr must be >= 0, got {a.lr}")
+    need(0 <= a.beta1 < 1 and 0 <= a.beta2 < 1, "arch.beta1 and arch.beta2 must be in [0, 1)")
+    need(a.weight_decay >= 0, f"arch.weight_decay must be >= 0, got {a.weight_decay}")
+    need(a.warmup_epochs >= 0, f"arch.warmup_epochs must be >= 0, got {a.warmup_epochs}")
+    need(a.unrolled_eps > 0, f"arch.unrolled_eps must be > 0, got {a.unrolled_eps}")
+    if cfg.data_dir is not None:
+        need(Path(cfg.data_dir).is_dir() or cfg.download,
+             f"data_dir {cfg.data_dir} does not exist; pass an existing --data-dir (or --download to fetch)")
+    if cfg.nb201_table is not None:
+        need(cfg.space == "nb201", "nb201_table is only meaningful with space nb201")
+        need(Path(cfg.nb201_table).is_file(), f"nb201_table {cfg.nb201_table} does not exist")
+
+
+def resolve(overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """Merge defaults, paper defaults of the chosen space/method and ``overrides``; validate."""
+    overrides = dict(overrides or {})
+    space = overrides.get("space", SearchConfig.space)
+    method = overrides.get("method", SearchConfig.method)
+    merged: dict[str, Any] = {}
+    if isinstance(space, str):
+        merged = _deep_merge(merged, SPACE_DEFAULTS.get(space, {}))
+    if isinstance(method, str):
+        import trials  # noqa: F401  (registers METHOD_DEFAULTS)
+        merged = _deep_merge(merged, METHOD_DEFAULTS.get(method, {}))
+    cfg = _build(SearchConfig, _deep_merge(merged, overrides))
+    _check_range(cfg)
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> SearchConfig:
+    """Rebuild a resolved config (e.g. inside a Ray worker) without re-applying defaults."""
+    cfg = _build(SearchConfig, data)
+    _check_range(cfg)
+    return cfg
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> dotted keys (for MLflow params and tables)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,56 @@
+"""The Ray Tune trial: one architecture search, one epoch per ``step()``, checkpointed between epochs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from raynas.config import resolve
+
+CHECKPOINT_FILE = "search.pt"
+
+
+def _node() -> dict[str, str]:
+    try:
+        return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    except Exception:  # outside Ray (direct use in tests)
+        return {"node_id": "", "node_ip": ""}
+
+
+class SearchTrainable(tune.Trainable):
+    """Tune's class API: ``setup`` builds the search from the trial config (user overrides, resolved
+    here against the paper defaults), ``step`` runs one epoch, ``save/load_checkpoint`` persist it."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        from trials.bilevel import Search
+
+        threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.cfg = resolve(config)
+        self.search = Search(self.cfg)
+        self.status = "running"
+
+    def step(self) -> dict[str, Any]:
+        from trials.bilevel import SearchDiverged
+
+        try:
+            metrics = self.search.run_epoch()
+        except SearchDiverged as e:
+            self.status = "diverged"
+            return {"status": "diverged", "error": str(e), "epoch": e.epoch + 1, "done": True, **_node()}
+        done = self.search.epoch >= self.cfg.epochs
+        if done:
+            self.status = "completed"
+        return {**metrics, "status": self.status, "done": done, **_node()}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        self.search.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        self.search.load(Path(checkpoint_dir) / CHECKPOINT_FILE)

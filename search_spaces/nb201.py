@@ -1,0 +1,228 @@
+"""NAS-Bench-201 cell space: genotype strings, the search supernet and the evaluation network.
+
+Follows the NAS-Bench-201 paper and xautodl (``TinyNetworkDarts``, ``SearchCell``, ``InferCell``):
+a 4-node cell (node 0 input, node 3 output) with 6 edges, one 6x5 alpha shared by all 15 cells,
+three stages of N cells at C, 2C, 4C joined by ResNet reduction blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from search_spaces.ops import OPS, PARAMETER_FREE, ReLUConvBN
+
+OPS_NB201: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NODES = 4
+#: (to, from) of each edge, in xautodl's ``sorted(['1<-0', '2<-0', ...])`` order = genotype string order
+EDGES: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(1, NODES) for j in range(i))
+
+
+class GenotypeError(ValueError):
+    """A genotype that is not a valid cell of its space."""
+
+
+@dataclass(frozen=True)
+class NB201Genotype:
+    """One op per edge, in ``EDGES`` order."""
+
+    ops: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.ops) != len(EDGES):
+            raise GenotypeError(f"an NB201 cell has {len(EDGES)} edges, got {len(self.ops)}")
+        for op in self.ops:
+            if op not in OPS_NB201:
+                raise GenotypeError(f"unknown NB201 op {op!r}; valid: {', '.join(OPS_NB201)}")
+
+    def __str__(self) -> str:
+        return format_genotype(self)
+
+    def to_json(self) -> dict:
+        return {"space": "nb201", "arch": str(self), "ops": list(self.ops)}
+
+
+def format_genotype(g: NB201Genotype) -> str:
+    """``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (xautodl ``Structure.tostr``)."""
+    nodes, k = [], 0
+    for i in range(1, NODES):
+        nodes.append("|" + "|".join(f"{g.ops[k + j]}~{j}" for j in range(i)) + "|")
+        k += i
+    return "+".join(nodes)
+
+
+def parse_genotype(text: str) -> NB201Genotype:
+    """Inverse of :func:`format_genotype`; every malformed string raises :class:`GenotypeError`."""
+    text = text.strip()
+    nodes = text.split("+")
+    if len(nodes) != NODES - 1:
+        raise GenotypeError(f"NB201 string needs {NODES - 1} '+'-separated nodes, got {len(nodes)}: {text!r}")
+    ops: list[str] = []
+    for i, node in enumerate(nodes, start=1):
+        if not (node.startswith("|") and node.endswith("|")):
+            raise GenotypeError(f"node {i} must be written |op~j|...|: {node!r}")
+        entries = node[1:-1].split("|")
+        if len(entries) != i:
+            raise GenotypeError(f"node {i} needs {i} incoming edges, got {len(entries)}: {node!r}")
+        for j, entry in enumerate(entries):
+            op, sep, src = entry.partition("~")
+            if not sep or src != str(j):
+                raise GenotypeError(f"node {i}, edge {j}: expected '{op or 'op'}~{j}', got {entry!r}")
+            ops.append(op)
+    return NB201Genotype(tuple(ops))
+
+
+def all_genotypes() -> list[NB201Genotype]:
+    """All 5^6 = 15,625 cells (lexicographic in op order; not the benchmark's index order)."""
+    return [NB201Genotype(ops) for ops in itertools.product(OPS_NB201, repeat=len(EDGES))]
+
+
+def derive(weights: torch.Tensor, ops: tuple[str, ...] = OPS_NB201) -> NB201Genotype:
+    """Per-edge argmax over all ops, ``none`` included (xautodl ``TinyNetwork.genotype``)."""
+    if weights.shape != (len(EDGES), len(ops)):
+        raise ValueError(f"expected weights of shape {(len(EDGES), len(ops))}, got {tuple(weights.shape)}")
+    return NB201Genotype(tuple(ops[int(k)] for k in weights.argmax(dim=-1)))
+
+
+def genotype_stats(g: NB201Genotype) -> dict[str, int]:
+    return {"skip_count": sum(op == "skip_connect" for op in g.ops),
+            "param_free_count": sum(op in PARAMETER_FREE for op in g.ops)}
+
+
+class MixedEdge(nn.Module):
+    """All candidate ops of one edge; the output is their weighted sum.
+
+    ``none`` is never computed: its output is zero, so leaving it out of the sum changes neither the
+    forward value nor any gradient (alpha still sees it through the softmax normalisation).
+    """
+
+    def __init__(self, C: int, ops: tuple[str, ...], affine: bool, track: bool):
+        super().__init__()
+        self.names = ops
+        self.ops = nn.ModuleList(OPS[name](C, C, 1, affine, track) for name in ops)
+        self.active = [k for k, name in enumerate(ops) if name != "none"]
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        out = None
+        for k in self.active:
+            y = self.ops[k](x) * w[k]
+            out = y if out is None else out + y
+        return out if out is not None else x.mul(0.0)
+
+
+class SearchCell(nn.Module):
+    def __init__(self, C: int, ops: tuple[str, ...], affine: bool, track: bool):
+        super().__init__()
+        self.edges = nn.ModuleList(MixedEdge(C, ops, affine, track) for _ in EDGES)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        nodes, k = [x], 0
+        for i in range(1, NODES):
+            s = self.edges[k](nodes[0], weights[k])
+            for j in range(1, i):
+                s = s + self.edges[k + j](nodes[j], weights[k + j])
+            nodes.append(s)
+            k += i
+        return nodes[-1]
+
+
+class ResNetBlock(nn.Module):
+    """The fixed stride-2 reduction block between NB201 stages (xautodl ``ResNetBasicblock``)."""
+
+    def __init__(self, C_in: int, C_out: int):
+        super().__init__()
+        self.conv_a = ReLUConvBN(C_in, C_out, 3, 2, 1, 1, affine=True)
+        self.conv_b = ReLUConvBN(C_out, C_out, 3, 1, 1, 1, affine=True)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(C_in, C_out, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class _Macro(nn.Module):
+    """Stem, 3 stages of N cells with ResNet reductions, BN-ReLU, global pool, linear."""
+
+    def __init__(self, C: int, N: int, num_classes: int, in_channels: int, make_cell):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        layers: list[nn.Module] = []
+        for stage, width in enumerate((C, 2 * C, 4 * C)):
+            if stage > 0:
+                layers.append(ResNetBlock(width // 2, width))
+            layers.extend(make_cell(width) for _ in range(N))
+        self.cells = nn.ModuleList(layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU(inplace=False))
+        self.classifier = nn.Linear(4 * C, num_classes)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.lastact(x).mean(dim=(2, 3)))
+
+
+class NB201Supernet(_Macro):
+    """The NAS-Bench-201 weight-sharing supernet; forward takes the edge weights from the method.
+
+    ``alphas`` holds one 6x5 tensor (key ``cell``) shared by every search cell, initialised as
+    ``1e-3 * randn`` like the reference. The method turns it into edge weights (softmax, Dirichlet
+    sample, ...), so the supernet itself never decides how alpha is relaxed.
+    """
+
+    space = "nb201"
+
+    def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3,
+                 ops: tuple[str, ...] = OPS_NB201, affine: bool = False, track_running_stats: bool = True):
+        super().__init__(C, N, num_classes, in_channels,
+                         lambda width: SearchCell(width, ops, affine, track_running_stats))
+        self.ops = ops
+        self.alphas = nn.ParameterDict({"cell": nn.Parameter(1e-3 * torch.randn(len(EDGES), len(ops)))})
+
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x, weights["cell"]) if isinstance(cell, SearchCell) else cell(x)
+        self.features = x
+        return self.head(x)
+
+    def edge_ops(self) -> dict[str, list[tuple[str, ...]]]:
+        """The candidate ops of every edge, per alpha key (used to name alpha metrics)."""
+        return {"cell": [self.ops] * len(EDGES)}
+
+    def edge_names(self) -> dict[str, list[str]]:
+        return {"cell": [f"{i}<-{j}" for i, j in EDGES]}
+
+    def derive(self, weights: dict[str, torch.Tensor]) -> NB201Genotype:
+        return derive(weights["cell"].detach(), self.ops)
+
+
+class InferCell(nn.Module):
+    """A discrete NB201 cell (affine BN); ``none`` edges are dropped."""
+
+    def __init__(self, genotype: NB201Genotype, C: int):
+        super().__init__()
+        self.genotype = genotype
+        self.edges = nn.ModuleList(OPS[op](C, C, 1, True, True) for op in genotype.ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes, k = [x], 0
+        for i in range(1, NODES):
+            terms = [self.edges[k + j](nodes[j]) for j in range(i) if self.genotype.ops[k + j] != "none"]
+            nodes.append(sum(terms) if terms else torch.zeros_like(x))
+            k += i
+        return nodes[-1]
+
+
+class NB201Network(_Macro):
+    """The NAS-Bench-201 evaluation network for one genotype (C=16, N=5 in the benchmark)."""
+
+    def __init__(self, genotype: NB201Genotype, C: int = 16, N: int = 5, num_classes: int = 10,
+                 in_channels: int = 3):
+        super().__init__(C, N, num_classes, in_channels, lambda width: InferCell(genotype, width))
+        self.genotype = genotype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        return self.head(x)

@@ -1,0 +1,289 @@
+"""The one bilevel search loop every method runs (DARTS' ``train_search.py`` + ``architect.py``).
+
+Per step: an architecture step on a batch of the alpha split, then a weight step on a batch of the
+weight split. A method (``trials.darts.Darts`` and its subclasses) decides the small things that
+differ between papers through hooks: how alpha becomes edge weights, which parameters train, the
+loss (extra terms), the arch step itself (first/second order) and the per-epoch schedule.
+
+``Search`` holds all state, so a Ray Tune trainable can run it one epoch per ``step()`` and
+checkpoint it between epochs; restoring a checkpoint and continuing is bit-identical on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import search_spaces
+from raynas.config import SearchConfig
+from raynas.data import BatchStream, Dataset, load_dataset, split_indices
+
+if TYPE_CHECKING:
+    from trials.darts import Darts
+
+
+class SearchDiverged(RuntimeError):
+    """The loss became NaN or infinite; the epoch is named so the trial can report it."""
+
+    def __init__(self, epoch: int, what: str):
+        super().__init__(f"search diverged at epoch {epoch}: {what} is not finite")
+        self.epoch = epoch
+
+
+@dataclass
+class SearchResult:
+    method: str
+    space: str
+    dataset: str
+    seed: int
+    epochs: int
+    genotype: str
+    genotype_json: Any
+    final: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
+    return torch.device(name)
+
+
+def _entropy(w: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the per-edge distributions in ``w`` (rows sum to 1)."""
+    return -(w.clamp_min(1e-12).log() * w).sum(-1).mean()
+
+
+class Search:
+    """State and loop of one architecture search (one Ray Tune trial)."""
+
+    def __init__(self, cfg: SearchConfig, data: Dataset | None = None):
+        from trials import METHODS
+
+        self.cfg = cfg
+        self.method: Darts = METHODS[cfg.method](cfg)
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        self.net = self.method.build_supernet(self.data).to(self.device)
+        if cfg.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.method.prepare(self)
+        o, a = cfg.optim, cfg.arch
+        self.w_opt = torch.optim.SGD(self.method.weight_parameters(self.net), lr=o.lr, momentum=o.momentum,
+                                     weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0)
+        self.a_opt = torch.optim.Adam(self.method.arch_parameters(self.net), lr=a.lr,
+                                      betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=cfg.epochs, eta_min=o.lr_min)
+        w_idx, a_idx = split_indices(len(self.data.train_y), cfg.train_portion)
+        d = self.data
+        stream = dict(mean=d.mean, std=d.std, crop_padding=d.crop_padding, flip=d.flip, device=self.device)
+        self.w_stream = BatchStream(d.train_x, d.train_y, w_idx, cfg.batch_size, augment=True, **stream)
+        self.a_stream = BatchStream(d.train_x, d.train_y, a_idx, cfg.batch_size, augment=True, **stream)
+        self.eval_stream = BatchStream(d.train_x, d.train_y, a_idx, cfg.batch_size, augment=False,
+                                       drop_last=False, **stream)
+        self.table = None
+        if cfg.nb201_table:
+            from raynas.benchmarks.nb201 import NB201Table
+            self.table = NB201Table.load(cfg.nb201_table)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------------------------- steps
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step on the weights with alpha held fixed (its weights are detached)."""
+        weights = {k: v.detach() for k, v in self.method.edge_weights(self.net).items()}
+        loss, logits = self.method.loss(self, x, y, weights, "weight")
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.method.weight_parameters(self.net), self.cfg.optim.grad_clip)
+        self.w_opt.step()
+        return loss.detach(), logits.detach()
+
+    def _generator(self, stream: int) -> torch.Generator:
+        """Data order/augmentation of an epoch depends only on (seed, epoch, stream): resumable."""
+        g = torch.Generator(device=self.device)
+        g.manual_seed((self.cfg.seed * 1_000_003 + self.epoch) * 4 + stream)
+        return g
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch (arch step then weight step per batch), evaluate, derive; return metrics."""
+        cfg, e = self.cfg, self.epoch
+        self.method.on_epoch_start(self, e)
+        self.net.train()
+        update_arch = e >= cfg.arch.warmup_epochs
+        a_gen = self._generator(1)
+        a_iter = self.a_stream.epoch(a_gen)
+        sums = torch.zeros(4, device=self.device)  # w_loss, w_correct, a_loss, a_correct (no per-step sync)
+        n_w = n_a = steps = 0
+        t0 = time.perf_counter()
+        for x, y in self.w_stream.epoch(self._generator(0)):
+            if cfg.max_steps_per_epoch is not None and steps >= cfg.max_steps_per_epoch:
+                break
+            x = self._input(x)
+            if update_arch:
+                try:
+                    xa, ya = next(a_iter)
+                except StopIteration:
+                    a_iter = self.a_stream.epoch(a_gen)
+                    xa, ya = next(a_iter)
+                xa = self._input(xa)
+                a_loss, a_logits = self.method.arch_step(self, x, y, xa, ya)
+                sums[2] += a_loss * len(ya)
+                sums[3] += (a_logits.argmax(1) == ya).sum()
+                n_a += len(ya)
+            loss, logits = self.weight_step(x, y)
+            sums[0] += loss * len(y)
+            sums[1] += (logits.argmax(1) == y).sum()
+            n_w += len(y)
+            steps += 1
+        lr = self.w_opt.param_groups[0]["lr"]
+        self.sched.step()
+        s = sums.tolist()
+        if not math.isfinite(s[0]) or not math.isfinite(s[2]):
+            raise SearchDiverged(e, "the training loss" if not math.isfinite(s[0]) else "the validation loss")
+        if any(not torch.isfinite(p).all() for p in self.method.arch_parameters(self.net)):
+            raise SearchDiverged(e, "alpha")
+        train_time = time.perf_counter() - t0
+        valid_loss, valid_acc = self.evaluate()
+        self.epoch += 1
+        metrics = {
+            "epoch": self.epoch,
+            "lr": lr,
+            "train_loss": s[0] / max(n_w, 1),
+            "train_acc": 100.0 * s[1] / max(n_w, 1),
+            "arch_loss": s[2] / n_a if n_a else None,
+            "arch_acc": 100.0 * s[3] / n_a if n_a else None,
+            "valid_loss": valid_loss,
+            "valid_acc": valid_acc,
+            "steps": steps,
+            "epoch_time": time.perf_counter() - t0,
+            "images_per_s": (n_w + n_a) / train_time if train_time > 0 else 0.0,
+            **self.architecture_metrics(),
+        }
+        self.history.append(metrics)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float | None, float | None]:
+        """Supernet loss/accuracy on the alpha split in eval mode (DARTS ``infer``)."""
+        if self.cfg.eval_batches == 0:
+            return None, None
+        self.net.eval()
+        weights = self.method.genotype_weights(self.net)
+        loss_sum, correct, n = 0.0, 0, 0
+        for i, (x, y) in enumerate(self.eval_stream.epoch(self._generator(2))):
+            if self.cfg.eval_batches is not None and i >= self.cfg.eval_batches:
+                break
+            logits = self.net(self._input(x), weights)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        self.net.train()
+        return (loss_sum / n, 100.0 * correct / n) if n else (None, None)
+
+    # ------------------------------------------------------------------------ architecture view
+    def genotype(self) -> Any:
+        return self.net.derive(self.method.genotype_weights(self.net))
+
+    def architecture_metrics(self) -> dict[str, Any]:
+        """Genotype, its collapse signals, alpha per edge (softmaxed) and alpha entropy; NB201 lookup."""
+        weights = {k: v.detach().float().cpu() for k, v in self.method.genotype_weights(self.net).items()}
+        geno = self.net.derive(weights)
+        names, ops = self.net.edge_names(), self.net.edge_ops()
+        alpha = {cell: {edge: dict(zip(ops[cell][i], map(float, w[i]))) for i, edge in enumerate(names[cell])}
+                 for cell, w in weights.items()}
+        out = {
+            "genotype": search_spaces.genotype_str(self.cfg.space, geno),
+            **search_spaces.genotype_stats(self.cfg.space, geno),
+            "alpha_entropy": float(torch.stack([_entropy(w) for w in weights.values()]).mean()),
+            "alpha": alpha,
+            "nb201": self.table.query(geno) if self.table is not None else None,
+        }
+        return out
+
+    def result(self) -> SearchResult:
+        geno = self.genotype()
+        last = self.history[-1] if self.history else {}
+        gjson = geno.to_json() if hasattr(geno, "to_json") else search_spaces.darts.genotype_to_json(geno)
+        return SearchResult(
+            method=self.cfg.method, space=self.cfg.space, dataset=self.cfg.dataset, seed=self.cfg.seed,
+            epochs=self.epoch, genotype=search_spaces.genotype_str(self.cfg.space, geno), genotype_json=gjson,
+            final={"train_acc": last.get("train_acc"), "valid_acc": last.get("valid_acc"),
+                   "nb201": last.get("nb201")},
+            history=self.history)
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically: weights, alpha, optimisers, schedule, RNG."""
+        np_state = np.random.get_state()
+        return {
+            "epoch": self.epoch,
+            "net": self.net.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "a_opt": self.a_opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "method": self.method.state_dict(),
+            "history": self.history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+                "python": random.getstate(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(self, state["method"])  # may reshape the supernet (progressive methods)
+        self.net.load_state_dict(state["net"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        kind, keys, *rest = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+    def save(self, path: str | Path) -> None:
+        torch.save(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:  # truncated / corrupted / not a checkpoint
+            raise RuntimeError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {e}") from None
+        self.load_state_dict(state)
+
+
+def search(cfg: SearchConfig, data: Dataset | None = None) -> SearchResult:
+    """Run a whole search in this process (no Ray); the Tune trainable runs the same epochs."""
+    s = Search(cfg, data)
+    while s.epoch < cfg.epochs:
+        s.run_epoch()
+    return s.result()
