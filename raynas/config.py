@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 class ModelConfig:
     C: int = 16                    # initial channels
     layers: int = 5                # NB201: cells per stage (N); DARTS spaces: total cells
-    track_running_stats: bool = True  # BN in searched ops (affine is always False in the supernet)
+    track_running_stats: bool = True  # BN in searched ops (affine is False unless random features)
+    exclude_ops: list[str] = field(default_factory=list)  # e.g. DrNAS's DARTS space drops "none"
 
 
 @dataclass
@@ -48,7 +49,47 @@ class ArchOptimConfig:
     beta2: float = 0.999
     weight_decay: float = 1e-3
     warmup_epochs: int = 0          # epochs of weight-only training before alpha starts moving
+    order: int = 1                  # 1: first-order DARTS; 2: unrolled (second order)
     unrolled_eps: float = 0.01      # DARTS 2nd order: epsilon = unrolled_eps / ||grad||
+
+
+@dataclass
+class PartialChannelConfig:
+    """PC-DARTS: 1/k of the channels enter the ops; edge normalisation beta over a node's inputs."""
+    k: int = 1
+    edge_norm: bool = False
+
+
+@dataclass
+class DrNASConfig:
+    """DrNAS: Dirichlet regulariser, and the progressive scheme of its DARTS-space search."""
+    reg: str = "l2"                 # l2 | kl | none
+    reg_scale: float = 1e-3
+    progressive: bool = False
+    stage_epochs: list[int] = field(default_factory=lambda: [25, 25])  # nominal; scaled to `epochs`
+    ks: list[int] = field(default_factory=lambda: [6, 4])               # partial channels per stage
+    keep_ops: list[int] = field(default_factory=lambda: [7, 4])         # ops kept per edge per stage
+    stage_warmup: int = 10          # nominal epochs of each stage before alpha moves (scaled)
+
+
+@dataclass
+class RandomFeaturesConfig:
+    """RF-DARTS: convolutions keep their random init; only BN (+ optionally the classifier) trains."""
+    enabled: bool = False
+    train_classifier: bool = False
+    bn_weight_decay: float = 0.0
+
+
+@dataclass
+class MIMConfig:
+    """alphaDARTS masked image modelling (paper text unavailable: every choice is a field)."""
+    enabled: bool = False
+    mask_ratio: float = 0.5
+    patch_size: int = 4
+    loss_weight: float = 1.0
+    steps: str = "weight"          # weight | arch | both: which steps add the reconstruction loss
+    loss: str = "l1"               # l1 | l2, on masked pixels of the normalised input
+    cls_on_masked: bool = False    # classify the masked image (one forward) instead of the clean one
 
 
 @dataclass
@@ -67,9 +108,14 @@ class SearchConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     channels_last: bool = False
     nb201_table: str | None = None   # compact NB201 CSV; each epoch's genotype is looked up when set
+    relaxation: str = "softmax"      # softmax (DARTS) | dirichlet (DrNAS): how alpha becomes edge weights
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+    pc: PartialChannelConfig = field(default_factory=PartialChannelConfig)
+    drnas: DrNASConfig = field(default_factory=DrNASConfig)
+    rf: RandomFeaturesConfig = field(default_factory=RandomFeaturesConfig)
+    mim: MIMConfig = field(default_factory=MIMConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,9 +129,6 @@ SPACE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 for _s in ("s1", "s2", "s3", "s4"):
     SPACE_DEFAULTS[_s] = SPACE_DEFAULTS["darts"]
-
-#: Method defaults; variant modules register theirs here (see ``trials``).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -236,6 +279,31 @@ def _check_range(cfg: SearchConfig) -> None:
     need(a.weight_decay >= 0, f"arch.weight_decay must be >= 0, got {a.weight_decay}")
     need(a.warmup_epochs >= 0, f"arch.warmup_epochs must be >= 0, got {a.warmup_epochs}")
     need(a.unrolled_eps > 0, f"arch.unrolled_eps must be > 0, got {a.unrolled_eps}")
+    need(a.order in (1, 2), f"arch.order must be 1 or 2, got {a.order}")
+    need(cfg.relaxation in ("softmax", "dirichlet"), f"relaxation must be softmax or dirichlet, got {cfg.relaxation!r}")
+    need(cfg.pc.k >= 1, f"pc.k must be >= 1, got {cfg.pc.k}")
+    need(cfg.model.C % cfg.pc.k == 0, f"pc.k={cfg.pc.k} must divide model.C={cfg.model.C}")
+    d = cfg.drnas
+    need(d.reg in ("l2", "kl", "none"), f"drnas.reg must be l2, kl or none, got {d.reg!r}")
+    need(d.reg_scale >= 0, f"drnas.reg_scale must be >= 0, got {d.reg_scale}")
+    if d.progressive:
+        need(len(d.stage_epochs) == len(d.ks) == len(d.keep_ops) >= 1,
+             "drnas.stage_epochs, drnas.ks and drnas.keep_ops need one entry per stage")
+        need(all(e >= 1 for e in d.stage_epochs), "drnas.stage_epochs must all be >= 1")
+        need(all(k >= 1 and cfg.model.C % k == 0 for k in d.ks), f"drnas.ks must divide model.C={cfg.model.C}")
+        need(all(k >= 1 for k in d.keep_ops) and list(d.keep_ops) == sorted(d.keep_ops, reverse=True),
+             "drnas.keep_ops must be >= 1 and non-increasing")
+        need(a.order == 1, "drnas.progressive needs arch.order=1 (the reference cannot unroll across stages)")
+    need(cfg.rf.bn_weight_decay >= 0, f"rf.bn_weight_decay must be >= 0, got {cfg.rf.bn_weight_decay}")
+    mim = cfg.mim
+    need(0.0 < mim.mask_ratio < 1.0, f"mim.mask_ratio must be in (0, 1), got {mim.mask_ratio}")
+    need(mim.patch_size >= 1, f"mim.patch_size must be >= 1, got {mim.patch_size}")
+    need(mim.loss_weight >= 0, f"mim.loss_weight must be >= 0, got {mim.loss_weight}")
+    need(mim.steps in ("weight", "arch", "both"), f"mim.steps must be weight, arch or both, got {mim.steps!r}")
+    need(mim.loss in ("l1", "l2"), f"mim.loss must be l1 or l2, got {mim.loss!r}")
+    from search_spaces.ops import OPS
+    bad = [o for o in cfg.model.exclude_ops if o not in OPS]
+    need(not bad, f"model.exclude_ops: unknown ops {bad}; valid: {', '.join(sorted(OPS))}")
     if cfg.data_dir is not None:
         need(Path(cfg.data_dir).is_dir() or cfg.download,
              f"data_dir {cfg.data_dir} does not exist; pass an existing --data-dir (or --download to fetch)")
@@ -252,9 +320,9 @@ def resolve(overrides: dict[str, Any] | None = None) -> SearchConfig:
     merged: dict[str, Any] = {}
     if isinstance(space, str):
         merged = _deep_merge(merged, SPACE_DEFAULTS.get(space, {}))
-    if isinstance(method, str):
-        import trials  # noqa: F401  (registers METHOD_DEFAULTS)
-        merged = _deep_merge(merged, METHOD_DEFAULTS.get(method, {}))
+    if isinstance(method, str) and isinstance(space, str):
+        from trials import method_defaults
+        merged = _deep_merge(merged, method_defaults(method, space))
     cfg = _build(SearchConfig, _deep_merge(merged, overrides))
     _check_range(cfg)
     return cfg

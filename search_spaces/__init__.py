@@ -9,37 +9,41 @@ import torch.nn as nn
 from search_spaces import darts, nb201, robust_darts
 
 
-def _nb201(C: int, layers: int, num_classes: int, in_channels: int, track: bool) -> nn.Module:
-    return nb201.NB201Supernet(C=C, N=layers, num_classes=num_classes, in_channels=in_channels,
-                               track_running_stats=track)
+def _without(ops: tuple[str, ...], exclude: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(o for o in ops if o not in exclude)
 
 
-def _darts(C: int, layers: int, num_classes: int, in_channels: int, track: bool) -> nn.Module:
-    return darts.DartsSupernet(C=C, layers=layers, num_classes=num_classes, in_channels=in_channels,
-                               track_running_stats=track)
+def _nb201(exclude: tuple[str, ...], **kw: Any) -> nn.Module:
+    return nb201.NB201Supernet(ops=_without(nb201.OPS_NB201, exclude), **kw)
 
 
-def _robust(name: str) -> Callable[..., nn.Module]:
-    def build(C: int, layers: int, num_classes: int, in_channels: int, track: bool) -> nn.Module:
-        return robust_darts.make_supernet(name, C=C, layers=layers, num_classes=num_classes,
-                                          in_channels=in_channels, track_running_stats=track)
+def _darts_family(name: str) -> Callable[..., nn.Module]:
+    def build(exclude: tuple[str, ...], layers: int, **kw: Any) -> nn.Module:
+        table = robust_darts.SPACES[name] if name in robust_darts.SPACES else {
+            cell: [darts.PRIMITIVES] * len(darts.EDGES) for cell in darts.CELL_TYPES}
+        edge_ops = {cell: [_without(ops, exclude) for ops in rows] for cell, rows in table.items()}
+        net = darts.DartsSupernet(layers=layers, edge_ops=edge_ops, **kw)
+        net.space = name
+        return net
     return build
 
 
 SPACES: dict[str, Callable[..., nn.Module]] = {
-    "nb201": _nb201,
-    "darts": _darts,
-    **{s: _robust(s) for s in ("s1", "s2", "s3", "s4")},
+    "nb201": lambda exclude, layers, **kw: _nb201(exclude, N=layers, **kw),
+    **{s: _darts_family(s) for s in ("darts", "s1", "s2", "s3", "s4")},
 }
 
 GenotypeError = nb201.GenotypeError
 
 
 def build_supernet(space: str, *, C: int, layers: int, num_classes: int, in_channels: int = 3,
-                   track_running_stats: bool = True) -> nn.Module:
+                   track_running_stats: bool = True, affine: bool = False, partial_k: int = 1,
+                   exclude_ops: tuple[str, ...] = ()) -> nn.Module:
+    """The search supernet of ``space``; ``affine``/``partial_k``/``exclude_ops`` serve the variants."""
     if space not in SPACES:
         raise KeyError(f"unknown space {space!r}; valid: {', '.join(SPACES)}")
-    return SPACES[space](C, layers, num_classes, in_channels, track_running_stats)
+    return SPACES[space](tuple(exclude_ops), layers, C=C, num_classes=num_classes, in_channels=in_channels,
+                         track_running_stats=track_running_stats, affine=affine, partial_k=partial_k)
 
 
 def parse_genotype(space: str, text: str) -> Any:

@@ -10,13 +10,14 @@ import ast
 import json
 import re
 from collections import namedtuple
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from search_spaces.nb201 import GenotypeError
+from search_spaces.mixed import MixedOp
 from search_spaces.ops import OPS, PARAMETER_FREE, FactorizedReduce, ReLUConvBN
 
 PRIMITIVES: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -200,41 +201,19 @@ def derive(weights_normal: torch.Tensor, weights_reduce: torch.Tensor, edge_ops:
 
 # -------------------------------------------------------------------------------------- the supernet
 
-class MixedOp(nn.Module):
-    """Weighted sum of an edge's candidate ops; a pool gets a non-affine BN after it like the reference.
-
-    ``none`` is never computed: its output is zero, so dropping it from the sum changes neither the
-    value nor any gradient (its alpha still acts through the softmax normalisation).
-    """
-
-    def __init__(self, C: int, stride: int, names: Sequence[str], affine: bool, track: bool):
-        super().__init__()
-        self.stride = stride
-        self.ops = nn.ModuleList(self._op(name, C, stride, affine, track) for name in names)
-        self.active = [k for k, name in enumerate(names) if name != "none"]
-
-    @staticmethod
-    def _op(name: str, C: int, stride: int, affine: bool, track: bool) -> nn.Module:
-        op = OPS[name](C, C, stride, affine, track)
-        return nn.Sequential(op, nn.BatchNorm2d(C, affine=affine, track_running_stats=track)) if "pool" in name else op
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            return x[:, :, :: self.stride, :: self.stride].mul(0.0)
-        return sum(w[k] * self.ops[k](x) for k in self.active)
-
-
 class SearchCell(nn.Module):
     """Two preprocessed inputs, ``steps`` nodes that sum a MixedOp from every earlier state."""
 
     def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 edge_ops: Sequence[Sequence[str]], steps: int, multiplier: int, affine: bool, track: bool):
+                 edge_ops: Sequence[Sequence[str]], steps: int, multiplier: int, affine: bool, track: bool,
+                 partial_k: int = 1):
         super().__init__()
         self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
         self.preprocess0 = (FactorizedReduce(C_pp, C, affine, track) if reduction_prev
                             else ReLUConvBN(C_pp, C, 1, 1, 0, 1, affine, track))
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, 1, affine, track)
-        self.edges = nn.ModuleList(MixedOp(C, 2 if reduction and j < 2 else 1, names, affine, track)
+        self.edges = nn.ModuleList(MixedOp(C, 2 if reduction and j < 2 else 1, names, affine, track,
+                                           pool_bn=True, partial_k=partial_k)
                                    for (j, _), names in zip(edges(steps), edge_ops))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -260,7 +239,8 @@ class DartsSupernet(nn.Module):
 
     def __init__(self, C: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3,
                  steps: int = STEPS, multiplier: int = 4, stem_multiplier: int = 3,
-                 edge_ops: EdgeOps | None = None, affine: bool = False, track_running_stats: bool = True):
+                 edge_ops: EdgeOps | None = None, affine: bool = False, track_running_stats: bool = True,
+                 partial_k: int = 1):
         super().__init__()
         n_edges = len(edges(steps))
         edge_ops = edge_ops or {cell: [PRIMITIVES] * n_edges for cell in CELL_TYPES}
@@ -272,6 +252,7 @@ class DartsSupernet(nn.Module):
             if unknown:
                 raise ValueError(f"edge_ops[{cell!r}]: unknown ops {unknown}; valid: {', '.join(sorted(OPS))}")
         self.steps, self.multiplier = steps, multiplier
+        self.targets = {cell: [i for _, i in edges(steps)] for cell in CELL_TYPES}  # edge normalisation
 
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
@@ -282,7 +263,7 @@ class DartsSupernet(nn.Module):
             C_curr *= 2 if reduction else 1
             cells.append(SearchCell(C_pp, C_p, C_curr, reduction, reduction_prev,
                                     self._edge_ops["reduce" if reduction else "normal"],
-                                    steps, multiplier, affine, track_running_stats))
+                                    steps, multiplier, affine, track_running_stats, partial_k))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.cells = nn.ModuleList(cells)
@@ -304,6 +285,12 @@ class DartsSupernet(nn.Module):
     def edge_ops(self) -> dict[str, list[tuple[str, ...]]]:
         """The candidate ops of every edge, per alpha key (used to name alpha metrics)."""
         return {cell: list(rows) for cell, rows in self._edge_ops.items()}
+
+    def mixed_ops(self) -> Iterator[tuple[str, int, MixedOp]]:
+        """(alpha key, edge row, MixedOp) of every searched edge in every cell."""
+        for cell in self.cells:
+            for e, op in enumerate(cell.edges):
+                yield "reduce" if cell.reduction else "normal", e, op
 
     def edge_names(self) -> dict[str, list[str]]:
         names = [f"{j}->{i}" for j, i in edges(self.steps)]

@@ -8,11 +8,13 @@ three stages of N cells at C, 2C, 4C joined by ResNet reduction blocks.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from search_spaces.mixed import MixedOp
 from search_spaces.ops import OPS, PARAMETER_FREE, ReLUConvBN
 
 OPS_NB201: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -92,31 +94,10 @@ def genotype_stats(g: NB201Genotype) -> dict[str, int]:
             "param_free_count": sum(op in PARAMETER_FREE for op in g.ops)}
 
 
-class MixedEdge(nn.Module):
-    """All candidate ops of one edge; the output is their weighted sum.
-
-    ``none`` is never computed: its output is zero, so leaving it out of the sum changes neither the
-    forward value nor any gradient (alpha still sees it through the softmax normalisation).
-    """
-
-    def __init__(self, C: int, ops: tuple[str, ...], affine: bool, track: bool):
-        super().__init__()
-        self.names = ops
-        self.ops = nn.ModuleList(OPS[name](C, C, 1, affine, track) for name in ops)
-        self.active = [k for k, name in enumerate(ops) if name != "none"]
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        out = None
-        for k in self.active:
-            y = self.ops[k](x) * w[k]
-            out = y if out is None else out + y
-        return out if out is not None else x.mul(0.0)
-
-
 class SearchCell(nn.Module):
-    def __init__(self, C: int, ops: tuple[str, ...], affine: bool, track: bool):
+    def __init__(self, C: int, ops: tuple[str, ...], affine: bool, track: bool, partial_k: int = 1):
         super().__init__()
-        self.edges = nn.ModuleList(MixedEdge(C, ops, affine, track) for _ in EDGES)
+        self.edges = nn.ModuleList(MixedOp(C, 1, ops, affine, track, partial_k=partial_k) for _ in EDGES)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         nodes, k = [x], 0
@@ -172,10 +153,12 @@ class NB201Supernet(_Macro):
     space = "nb201"
 
     def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3,
-                 ops: tuple[str, ...] = OPS_NB201, affine: bool = False, track_running_stats: bool = True):
+                 ops: tuple[str, ...] = OPS_NB201, affine: bool = False, track_running_stats: bool = True,
+                 partial_k: int = 1):
         super().__init__(C, N, num_classes, in_channels,
-                         lambda width: SearchCell(width, ops, affine, track_running_stats))
+                         lambda width: SearchCell(width, ops, affine, track_running_stats, partial_k))
         self.ops = ops
+        self.targets = {"cell": [i for i, _ in EDGES]}  # node each edge feeds (edge normalisation)
         self.alphas = nn.ParameterDict({"cell": nn.Parameter(1e-3 * torch.randn(len(EDGES), len(ops)))})
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -188,6 +171,13 @@ class NB201Supernet(_Macro):
     def edge_ops(self) -> dict[str, list[tuple[str, ...]]]:
         """The candidate ops of every edge, per alpha key (used to name alpha metrics)."""
         return {"cell": [self.ops] * len(EDGES)}
+
+    def mixed_ops(self) -> Iterator[tuple[str, int, MixedOp]]:
+        """(alpha key, edge row, MixedOp) of every searched edge in every cell."""
+        for cell in self.cells:
+            if isinstance(cell, SearchCell):
+                for e, op in enumerate(cell.edges):
+                    yield "cell", e, op
 
     def edge_names(self) -> dict[str, list[str]]:
         return {"cell": [f"{i}<-{j}" for i, j in EDGES]}

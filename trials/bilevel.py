@@ -75,10 +75,10 @@ class Search:
     """State and loop of one architecture search (one Ray Tune trial)."""
 
     def __init__(self, cfg: SearchConfig, data: Dataset | None = None):
-        from trials import METHODS
+        from trials import build_method
 
         self.cfg = cfg
-        self.method: Darts = METHODS[cfg.method](cfg)
+        self.method: Darts = build_method(cfg)
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
@@ -87,7 +87,7 @@ class Search:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.method.prepare(self)
         o, a = cfg.optim, cfg.arch
-        self.w_opt = torch.optim.SGD(self.method.weight_parameters(self.net), lr=o.lr, momentum=o.momentum,
+        self.w_opt = torch.optim.SGD(self.method.weight_param_groups(self.net), lr=o.lr, momentum=o.momentum,
                                      weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0)
         self.a_opt = torch.optim.Adam(self.method.arch_parameters(self.net), lr=a.lr,
                                       betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
@@ -105,6 +105,34 @@ class Search:
             self.table = NB201Table.load(cfg.nb201_table)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+
+    @property
+    def supernet(self) -> nn.Module:
+        """The supernet module (``net`` may be a functional stand-in inside a second-order step)."""
+        return self.net
+
+    def rebuild_weight_optimizer(self, moved: list[tuple[nn.Parameter, nn.Parameter, Any]]) -> None:
+        """New SGD over the current weights after the supernet changed shape (DrNAS stages): state of
+        kept parameters carries over, momentum of replaced ones is expanded like the weights, and
+        the cosine schedule continues where it was."""
+        old, o = self.w_opt, self.cfg.optim
+        self.w_opt = torch.optim.SGD(self.method.weight_param_groups(self.net), lr=o.lr, momentum=o.momentum,
+                                     weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0)
+        replaced = {id(new): (prev, expand) for prev, new, expand in moved}
+        for group, old_group in zip(self.w_opt.param_groups, old.param_groups):
+            group["lr"], group["initial_lr"] = old_group["lr"], old_group.get("initial_lr", o.lr)
+            for p in group["params"]:
+                if p in old.state:
+                    self.w_opt.state[p] = old.state[p]
+                elif id(p) in replaced and replaced[id(p)][0] in old.state:
+                    prev, expand = replaced[id(p)]
+                    self.w_opt.state[p] = {k: expand(v) if torch.is_tensor(v) and v.dim() else v
+                                           for k, v in old.state[prev].items()}
+        sched_state = self.sched.state_dict()
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=self.cfg.epochs, eta_min=o.lr_min)
+        self.sched.load_state_dict(sched_state)
+        for group, old_group in zip(self.w_opt.param_groups, old.param_groups):
+            group["lr"] = old_group["lr"]
 
     # ----------------------------------------------------------------------------------- steps
     def _input(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,7 +159,7 @@ class Search:
         cfg, e = self.cfg, self.epoch
         self.method.on_epoch_start(self, e)
         self.net.train()
-        update_arch = e >= cfg.arch.warmup_epochs
+        update_arch = self.method.arch_active(e)
         a_gen = self._generator(1)
         a_iter = self.a_stream.epoch(a_gen)
         sums = torch.zeros(4, device=self.device)  # w_loss, w_correct, a_loss, a_correct (no per-step sync)
@@ -180,6 +208,7 @@ class Search:
             "epoch_time": time.perf_counter() - t0,
             "images_per_s": (n_w + n_a) / train_time if train_time > 0 else 0.0,
             **self.architecture_metrics(),
+            **self.method.epoch_metrics(),
         }
         self.history.append(metrics)
         return metrics

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 class Darts:
     """DARTS first order: alpha -> softmax edge weights, cross-entropy, Adam step on the val batch."""
 
-    name = "darts"
-
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
 
@@ -33,19 +31,29 @@ class Darts:
     def build_supernet(self, data: Dataset) -> nn.Module:
         m = self.cfg.model
         return search_spaces.build_supernet(self.cfg.space, C=m.C, layers=m.layers, num_classes=data.num_classes,
-                                            in_channels=data.in_channels, track_running_stats=m.track_running_stats)
+                                            in_channels=data.in_channels, track_running_stats=m.track_running_stats,
+                                            **self.supernet_options())
+
+    def supernet_options(self) -> dict[str, Any]:
+        """Structural choices of the supernet: BN affine (random features), partial channels, op set."""
+        return {"affine": False, "partial_k": self.cfg.pc.k, "exclude_ops": tuple(self.cfg.model.exclude_ops)}
 
     def prepare(self, search: Search) -> None:
         """Called once the supernet exists, before the optimisers are built (e.g. to freeze weights)."""
 
     # -- how alpha becomes edge weights ---------------------------------------------------------
+    @staticmethod
+    def alphas(net: nn.Module) -> dict[str, nn.Parameter]:
+        """The per-cell-type op alphas (``net.alphas`` may also hold a variant's extra arch parameters)."""
+        return {cell: net.alphas[cell] for cell in net.edge_ops()}
+
     def edge_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
         """Weights used in training forward passes (differentiable in alpha)."""
-        return {k: F.softmax(a, dim=-1) for k, a in net.alphas.items()}
+        return {k: F.softmax(a, dim=-1) for k, a in self.alphas(net).items()}
 
     def genotype_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
         """Deterministic weights for derivation and evaluation."""
-        return {k: F.softmax(a.detach(), dim=-1) for k, a in net.alphas.items()}
+        return {k: F.softmax(a.detach(), dim=-1) for k, a in self.alphas(net).items()}
 
     # -- which parameters train -------------------------------------------------------------------
     def arch_parameters(self, net: nn.Module) -> list[nn.Parameter]:
@@ -54,6 +62,10 @@ class Darts:
     def weight_parameters(self, net: nn.Module) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters(net)}
         return [p for p in net.parameters() if id(p) not in arch and p.requires_grad]
+
+    def weight_param_groups(self, net: nn.Module) -> list[dict[str, Any]]:
+        """SGD parameter groups (a variant may give some parameters their own weight decay)."""
+        return [{"params": self.weight_parameters(net)}]
 
     # -- the loss ---------------------------------------------------------------------------------
     def loss(self, search: Search, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
@@ -80,7 +92,15 @@ class Darts:
 
     # -- schedule and state -------------------------------------------------------------------------
     def on_epoch_start(self, search: Search, epoch: int) -> None:
-        """Per-epoch schedule (warm-up, stages, ...); DARTS has none."""
+        """Per-epoch schedule (stages, ...); DARTS has none."""
+
+    def arch_active(self, epoch: int) -> bool:
+        """Whether alpha is updated in this epoch (warm-up trains the weights alone first)."""
+        return epoch >= self.cfg.arch.warmup_epochs
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Extra per-epoch metrics of a variant (e.g. the MIM reconstruction loss)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -89,7 +109,7 @@ class Darts:
         pass
 
 
-class Darts2(Darts):
+class SecondOrder(Darts):
     """DARTS second order: alpha's gradient through one unrolled SGD step of the weights.
 
     g = dL_val(w', a)/da - xi * d2L_train(w, a)/(da dw) . dL_val(w', a)/dw',
@@ -97,15 +117,15 @@ class Darts2(Darts):
     finite differences at w +- eps * v, eps = unrolled_eps / ||v|| (DARTS ``architect.py``).
     """
 
-    name = "darts2"
-
     def arch_step(self, search: Search, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
                   y_va: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         net, arch = search.net, self.arch_parameters(search.net)
-        named = [(n, p) for n, p in net.named_parameters() if p.requires_grad and not n.startswith("alphas.")]
+        trainable = {id(p) for p in self.weight_parameters(net)}
+        named = [(n, p) for n, p in net.named_parameters() if id(p) in trainable]
         names, ws = [n for n, _ in named], [p for _, p in named]
-        group = search.w_opt.param_groups[0]
-        xi, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        groups = search.w_opt.param_groups
+        xi, mu = groups[0]["lr"], groups[0]["momentum"]
+        decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
 
         def train_loss(params: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> torch.Tensor:
             loss, _ = self.loss(_Functional(search, params), x_tr, y_tr, weights, "weight")
@@ -117,7 +137,7 @@ class Darts2(Darts):
         w_virtual = []
         for p, g in zip(ws, g_w):
             buf = search.w_opt.state.get(p, {}).get("momentum_buffer")
-            step = g + wd * p.detach() + (mu * buf if buf is not None else 0.0)
+            step = g + decay[id(p)] * p.detach() + (mu * buf if buf is not None else 0.0)
             w_virtual.append((p.detach() - xi * step).requires_grad_())
         # 2. validation loss at w' (on a copy of the BN buffers, like the reference's model copy)
         buffers = {n: b.clone() for n, b in net.named_buffers()}
@@ -148,9 +168,19 @@ class _Functional:
     def __init__(self, search: Search, params: dict[str, torch.Tensor]):
         self._search, self._params = search, params
         self.cfg = search.cfg
+        self.supernet = search.net  # module attributes (features, decoder) live on the real module
 
     def net(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         return functional_call(self._search.net, self._params, (x, weights))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._search, name)
+
+
+def defaults(space: str) -> dict[str, Any]:
+    """DARTS uses the space's paper defaults (quark0/darts; NAS-Bench-201's DARTS config)."""
+    return {}
+
+
+def defaults_second_order(space: str) -> dict[str, Any]:
+    return {"arch": {"order": 2}}

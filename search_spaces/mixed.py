@@ -1,0 +1,105 @@
+"""The mixed operation of one supernet edge, shared by every space.
+
+``sum_o w_o * o(x)`` over the edge's candidate ops, with two options the variants need:
+partial channels (PC-DARTS: only the first C/K channels enter the ops, the rest bypass them and a
+channel shuffle mixes the two) and pruning (DrNAS: ops removed between stages are never computed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from search_spaces.ops import OPS, Zero
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class MixedOp(nn.Module):
+    """Weighted sum of an edge's candidate ops.
+
+    ``none`` and pruned ops are never computed: their output is zero, so leaving them out changes
+    neither the value nor any gradient (alpha still sees them through its normalisation).
+    ``pool_bn`` appends a non-affine BN to pooling ops, as the DARTS search network does.
+    """
+
+    def __init__(self, C: int, stride: int, names: Sequence[str], affine: bool, track: bool,
+                 pool_bn: bool = False, partial_k: int = 1):
+        super().__init__()
+        if partial_k < 1 or C % partial_k:
+            raise ValueError(f"partial channels K={partial_k} must divide the edge's {C} channels")
+        self.C, self.stride, self.names, self.k = C, stride, tuple(names), partial_k
+        self.affine, self.track, self.pool_bn = affine, track, pool_bn
+        self.ops = nn.ModuleList(self.make_op(name, C // partial_k) for name in names)
+        self.active = [i for i, name in enumerate(names) if name != "none"]
+
+    def make_op(self, name: str, C: int) -> nn.Module:
+        op = OPS[name](C, C, self.stride, self.affine, self.track)
+        if self.pool_bn and "pool" in name:
+            op = nn.Sequential(op, nn.BatchNorm2d(C, affine=self.affine, track_running_stats=self.track))
+        return op
+
+    def prune(self, keep: Sequence[int]) -> None:
+        """Stop computing every op not in ``keep`` and free its weights."""
+        for i in range(len(self.ops)):
+            if i not in keep:
+                self.ops[i] = Zero(self.C // self.k, self.C // self.k, self.stride)
+        self.active = [i for i in self.active if i in keep]
+
+    def widen(self, k: int, generator: torch.Generator) -> list[tuple[nn.Parameter, nn.Parameter, Callable]]:
+        """Rebuild the active ops for C/k input channels (DrNAS progressive stages), Net2Net-style:
+        the old channels keep their weights, new ones copy randomly chosen old ones.
+
+        Returns ``(old_param, new_param, expand)`` so optimiser state can be expanded the same way.
+        """
+        if k < 1 or self.C % k:
+            raise ValueError(f"partial channels K={k} must divide the edge's {self.C} channels")
+        moved = []
+        for i in self.active:
+            old, new = self.ops[i], self.make_op(self.names[i], self.C // k)
+            maps: dict[tuple[int, int], torch.Tensor] = {}
+
+            def expand(t: torch.Tensor, shape: torch.Size, maps=maps) -> torch.Tensor:
+                for d, (o, n) in enumerate(zip(t.shape, shape)):
+                    if o != n:
+                        if (o, n) not in maps:
+                            extra = torch.randint(0, o, (n - o,), generator=generator)
+                            maps[(o, n)] = torch.cat([torch.arange(o), extra])
+                        t = t.index_select(d, maps[(o, n)].to(t.device))
+                return t
+
+            old_state = old.state_dict()
+            if old_state:
+                new.to(next(iter(old_state.values())).device)
+            new_state = new.state_dict()
+            new.load_state_dict({key: expand(old_state[key], new_state[key].shape) for key in new_state})
+            old_params, new_params = dict(old.named_parameters()), dict(new.named_parameters())
+            for name, p in new_params.items():
+                moved.append((old_params[name], p, lambda t, shape=p.shape, f=expand: f(t, shape)))
+            self.ops[i] = new
+        self.k = k
+        return moved
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.k == 1:
+            return self._mix(x, w)
+        part = self.C // self.k
+        xa, xb = x[:, :part], x[:, part:]
+        ya = self._mix(xa, w)
+        yb = xb if self.stride == 1 else F.max_pool2d(xb, 2, 2)
+        return channel_shuffle(torch.cat([ya, yb], dim=1), self.k)
+
+    def _mix(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        out = None
+        for i in self.active:
+            y = self.ops[i](x) * w[i]
+            out = y if out is None else out + y
+        if out is None:
+            return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+        return out

@@ -1,0 +1,60 @@
+"""PC-DARTS (Xu et al., ICLR 2020): partial channel connections + edge normalisation.
+
+Partial channels are a supernet option (``pc.k``: only the first C/K channels enter an edge's ops,
+the rest bypass them, max-pooled on reduction edges, then a channel shuffle; see
+``search_spaces.mixed.MixedOp``). Edge normalisation is the piece here: a second architecture
+vector beta per cell type, softmaxed over each node's incoming edges, scales every edge. Since
+``sum_o beta_e w_eo o(x) = beta_e sum_o w_eo o(x)``, folding beta into the op weights is exactly
+the reference's cell-level product, and derivation ranks edges by the same product.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+
+from trials.darts import Darts
+
+if TYPE_CHECKING:
+    from trials.bilevel import Search
+
+
+def edge_normalised(weights: torch.Tensor, beta: torch.Tensor, targets: list[int]) -> torch.Tensor:
+    """``weights * softmax(beta over the edges entering the same node)[:, None]``."""
+    target = torch.as_tensor(targets, device=beta.device)
+    norm = torch.empty_like(beta)
+    for node in sorted(set(targets)):
+        rows = target == node
+        norm[rows] = torch.softmax(beta[rows], dim=0)
+    return weights * norm[:, None]
+
+
+class EdgeNormalisation(Darts):
+    def prepare(self, search: Search) -> None:
+        super().prepare(search)
+        net = search.net
+        for cell in net.edge_ops():  # beta ~ 1e-3 * randn, one per edge, like the reference
+            net.alphas[f"beta_{cell}"] = nn.Parameter(1e-3 * torch.randn(len(net.edge_ops()[cell]),
+                                                                           device=net.alphas[cell].device))
+
+    def _normalise(self, net: nn.Module, weights: dict[str, torch.Tensor], detach: bool) -> dict[str, torch.Tensor]:
+        out = {}
+        for cell, w in weights.items():
+            beta = net.alphas[f"beta_{cell}"]
+            out[cell] = edge_normalised(w, beta.detach() if detach else beta, net.targets[cell])
+        return out
+
+    def edge_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
+        return self._normalise(net, super().edge_weights(net), detach=False)
+
+    def genotype_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
+        return self._normalise(net, super().genotype_weights(net), detach=True)
+
+
+def defaults(space: str) -> dict[str, Any]:
+    """CIFAR protocol of the PC-DARTS code (train_search.py): K=4, batch 256, SGD 0.1 -> 0,
+    arch Adam 6e-4, arch updates from epoch 15. NB201 has no official PC-DARTS: same settings."""
+    return {"pc": {"k": 4, "edge_norm": True}, "batch_size": 256, "optim": {"lr": 0.1, "lr_min": 0.0},
+            "arch": {"lr": 6e-4, "warmup_epochs": 15}}

@@ -1,0 +1,54 @@
+"""RF-DARTS / RF-PCDARTS (Zhang et al., CVPR 2023): search with random features.
+
+Every convolution keeps its random initialisation (``requires_grad=False``, never updated); the
+supernet's BatchNorms become affine and only their gamma/beta train (with their own weight decay,
+``rf.bn_weight_decay``), plus the classifier if ``rf.train_classifier``. Alpha (and PC-DARTS' beta)
+train as in the base method. The paper's code is not public: the choices are config fields.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch.nn as nn
+
+from trials.darts import Darts
+from trials.pcdarts import defaults as pcdarts_defaults
+
+if TYPE_CHECKING:
+    from trials.bilevel import Search
+
+
+def _searched(net: nn.Module):
+    """Modules of the supernet proper (a MIM decoder is not part of the random-feature network)."""
+    for name, m in net.named_modules():
+        if not name.startswith("mim_decoder"):
+            yield m
+
+
+class RandomFeatures(Darts):
+    def supernet_options(self) -> dict[str, Any]:
+        return {**super().supernet_options(), "affine": True}
+
+    def prepare(self, search: Search) -> None:
+        super().prepare(search)
+        for m in _searched(search.net):
+            if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and not self.cfg.rf.train_classifier):
+                m.requires_grad_(False)
+
+    def weight_param_groups(self, net: nn.Module) -> list[dict[str, Any]]:
+        bn = {id(p) for m in _searched(net) if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+        params = self.weight_parameters(net)
+        groups = [{"params": [p for p in params if id(p) in bn], "weight_decay": self.cfg.rf.bn_weight_decay}]
+        rest = [p for p in params if id(p) not in bn]
+        return groups + ([{"params": rest}] if rest else [])
+
+
+def defaults(space: str) -> dict[str, Any]:
+    """RF-DARTS: DARTS' protocol with random features."""
+    return {"rf": {"enabled": True}}
+
+
+def defaults_pcdarts(space: str) -> dict[str, Any]:
+    """RF-PCDARTS: PC-DARTS' protocol with random features."""
+    return {**pcdarts_defaults(space), "rf": {"enabled": True}}
