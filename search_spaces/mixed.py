@@ -90,7 +90,7 @@ class MixedOp(nn.Module):
         if self.k == 1:
             return self._mix(x, w)
         part = self.C // self.k
-        xa, xb = x[:, :part], x[:, part:]
+        xa, xb = x[:, :part].contiguous(), x[:, part:]
         ya = self._mix(xa, w)
         yb = xb if self.stride == 1 else F.max_pool2d(xb, 2, 2)
         return channel_shuffle(torch.cat([ya, yb], dim=1), self.k)
