@@ -45,28 +45,75 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return _deep_merge(over, parse_set(args.set))
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from raynas.config import resolve
-    from raynas.data import check_dataset
-    from raynas.runner import Resources, run_searches
-
-    overrides = _overrides(args)
-    cfg = resolve(overrides)  # validated before Ray starts
-    check_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-    if args.gpus and args.gpus > 0:
+def _check_resources(cpus: float, gpus: float) -> None:
+    if gpus > 0:
         import torch
         if not torch.cuda.is_available():
-            raise UsageError(f"--gpus {args.gpus} requested but no GPU is visible; drop --gpus")
+            raise UsageError(f"{gpus} GPUs per trial requested but no GPU is visible here; use 0 or run on a GPU node")
+        if gpus > torch.cuda.device_count():
+            raise UsageError(f"{gpus} GPUs per trial requested but only {torch.cuda.device_count()} are visible")
+    if cpus <= 0:
+        raise UsageError(f"--cpus must be > 0, got {cpus}")
+
+
+def _check_data(exp) -> None:
+    from raynas.config import resolve
+    from raynas.data import check_dataset
+    from raynas.experiment import trial_overrides
+
+    seen = set()
+    for over in trial_overrides(exp):
+        cfg = resolve(over)
+        if (cfg.dataset, cfg.data_dir) not in seen:
+            seen.add((cfg.dataset, cfg.data_dir))
+            check_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from raynas.experiment import load_experiment
+    from raynas.runner import run_experiment
+
     cpus = args.cpus if args.cpus is not None else float(os.cpu_count() or 1)
     gpus = args.gpus if args.gpus is not None else 0.0
-    summary = run_searches(overrides, args.out, name=args.name, resources=Resources(cpu=cpus, gpu=gpus),
-                           address=args.address)
+    _check_resources(cpus, gpus)
+    from raynas.experiment import GRID_AXES
+
+    overrides = _overrides(args)
+    grid = {axis: [overrides.pop(axis)] for axis in GRID_AXES if axis in overrides}
+    exp = load_experiment(None, {"fixed": overrides, "grid": grid, "name": args.name,
+                                 "resources": {"cpu": cpus, "gpu": gpus}})
+    _check_data(exp)
+    summary = run_experiment(exp, args.out, address=args.address)
     for t in summary["trials"]:
         print(f"{t['method']}/{t['space']}/{t['dataset']}/seed{t['seed']}: {t['status']} after {t['epochs']} "
               f"epochs, valid_acc={t['final']['valid_acc']}")
         print(f"genotype: {t['genotype']}")
     print(f"summary: {os.path.join(args.out, 'summary.json')}")
     return 0 if all(t["status"] == "completed" for t in summary["trials"]) else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raynas.config import parse_set
+    from raynas.experiment import load_experiment
+    from raynas.runner import run_experiment
+
+    exp = load_experiment(args.experiment, parse_set(args.set))
+    _check_resources(exp.resources.cpu, exp.resources.gpu if not args.address else 0.0)
+    _check_data(exp)
+    out = args.out or f"runs/{exp.name}"
+    summary = run_experiment(exp, out, address=args.address, yaml_text=Path(args.experiment).read_text())
+    print(f"summary: {os.path.join(out, 'summary.json')}")
+    return 0 if all(t["status"] != "error" for t in summary["trials"]) else 1
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from raynas.runner import resume_experiment
+
+    summary = resume_experiment(args.dir, address=args.address)
+    print(f"summary: {os.path.join(args.dir, 'summary.json')}")
+    return 0 if all(t["status"] != "error" for t in summary["trials"]) else 1
 
 
 def cmd_bench_nb201(args: argparse.Namespace) -> int:
@@ -93,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus", type=float, help="GPUs per trial, fractional allowed (default: 0)")
     s.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     s.set_defaults(func=cmd_search)
+
+    r = sub.add_parser("run", help="run an experiment file (grid x Optuna) as Ray Tune trials")
+    r.add_argument("experiment", help="experiment YAML (see experiments/)")
+    r.add_argument("--out", help="output directory (default runs/<name>)")
+    r.add_argument("--address", help="Ray cluster address, e.g. auto or HOST:PORT (default: local instance)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an experiment field (tune.num_samples=4) or a search field (epochs=2)")
+    r.set_defaults(func=cmd_run)
+
+    rs = sub.add_parser("resume", help="finish an interrupted experiment (Tuner.restore)")
+    rs.add_argument("dir", help="the --out directory of the interrupted run")
+    rs.add_argument("--address", help="Ray cluster address")
+    rs.set_defaults(func=cmd_resume)
 
     b = sub.add_parser("bench", help="benchmark tables")
     bsub = b.add_subparsers(dest="bench", required=True, parser_class=_Parser)
@@ -127,7 +187,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from raynas.data import DataError
     from search_spaces.nb201 import GenotypeError
 
-    return (UsageError, ConfigError, DataError, GenotypeError, TableError)
+    return (UsageError, ConfigError, DataError, GenotypeError, TableError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,56 +1,61 @@
-"""Run searches as Ray Tune trials (``tune.Tuner``) and write ``OUT/summary.json``."""
+"""Run experiments as Ray Tune trials (``tune.Tuner``), resume them, write ``OUT/summary.json``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raynas.config import resolve
+from raynas.config import ConfigError, resolve
+from raynas.experiment import ExperimentConfig, _build, param_space, trial_overrides
 
 # Quiet, documented Ray defaults for a CLI (see ../shared/reference/stack.md).
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-
-@dataclass
-class Resources:
-    cpu: float = 1.0
-    gpu: float = 0.0
+STATE_FILE = "experiment.json"
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None) -> None:
     import ray
 
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False)
+
+
+def _status(result: Any) -> str:
+    m = result.metrics or {}
+    status = m.get("status")
+    if result.error:
+        return "error"
+    if status in (None, "running"):
+        return "stopped"  # ended by the scheduler (ASHA) or a stop criterion before its last epoch
+    return status
 
 
 def summarise(result: Any) -> dict[str, Any]:
     """One ``summary.json`` trial entry from a Tune ``Result``."""
     cfg = resolve(result.config)
     m = result.metrics or {}
-    status = m.get("status") or ("error" if result.error else "stopped")
-    if result.error and status == "running":
-        status = "error"
     entry = {
-        "trial_id": m.get("trial_id") or Path(result.path).name,
+        "trial_id": m.get("trial_id") or Path(result.path).name.split("_")[-1],
         "method": cfg.method, "space": cfg.space, "dataset": cfg.dataset, "seed": cfg.seed,
-        "status": status,
+        "status": _status(result),
         "epochs": m.get("epoch", 0),
         "genotype": m.get("genotype"),
         "final": {"train_acc": m.get("train_acc"), "valid_acc": m.get("valid_acc"), "nb201": m.get("nb201")},
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "node_id": m.get("node_id"), "node_ip": m.get("node_ip"),
+        "skip_count": m.get("skip_count"),
+        "config": result.config,
         "path": result.path,
     }
     if result.error:
@@ -60,36 +65,138 @@ def summarise(result: Any) -> dict[str, Any]:
     return entry
 
 
-def run_searches(param_space: dict[str, Any], out: str | Path, *, name: str = "search",
-                 resources: Resources | None = None, address: str | None = None,
-                 num_samples: int = 1, max_failures: int = 2, keep_checkpoints: int = 2,
-                 verbose: int = 1) -> dict[str, Any]:
-    """Run every trial of ``param_space`` (user overrides, may contain ``tune.grid_search``)."""
+def _objective(exp: ExperimentConfig) -> tuple[str, str]:
+    return (exp.tune.metric, exp.tune.mode) if exp.tune is not None else ("valid_acc", "max")
+
+
+def _search_alg(exp: ExperimentConfig, out: Path) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    t = exp.tune
+    storage = optuna.storages.RDBStorage(t.storage or f"sqlite:///{out / 'optuna.db'}",
+                                         engine_kwargs={"connect_args": {"timeout": 60}})
+    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=t.seed),
+                "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=t.seed),
+                "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=t.seed)}
+    if t.objectives:
+        metric = [o.split(":")[0] for o in t.objectives]
+        mode = [o.split(":")[1] for o in t.objectives]
+    else:
+        metric, mode = t.metric, t.mode
+    return OptunaSearch(sampler=samplers[t.sampler](), storage=storage, study_name=t.study_name or exp.name,
+                        metric=metric, mode=mode)
+
+
+def _trainable(exp: ExperimentConfig) -> Any:
     from ray import tune
-    from ray.tune import CLIReporter
 
     from raynas.trainable import SearchTrainable
 
+    return tune.with_resources(SearchTrainable, {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
+
+
+def _reporter(exp: ExperimentConfig) -> Any:
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        metric_columns={"epoch": "epoch", "train_acc": "train acc", "valid_acc": "val acc", "skip_count": "skips",
+                        "nb201_test": "NB201 acc", "epoch_time": "s/epoch"},
+        parameter_columns=["method", "space", "dataset", "seed"], max_report_frequency=30)
+
+
+def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | None = None,
+                   yaml_text: str | None = None, verbose: int = 1) -> dict[str, Any]:
+    """Run every trial of ``exp`` with ``tune.Tuner``; write and return ``summary.json``."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    resources = resources or Resources()
-    init_ray(address, num_cpus=None)
-    reporter = CLIReporter(
-        metric_columns={"epoch": "epoch", "train_acc": "train acc", "valid_acc": "val acc",
-                        "skip_count": "skips", "alpha_entropy": "H(alpha)", "epoch_time": "s/epoch"},
-        parameter_columns=["method", "space", "dataset", "seed"], max_report_frequency=30)
-    tuner = tune.Tuner(
-        tune.with_resources(SearchTrainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(num_samples=num_samples,
-                                    trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}"),
-        run_config=tune.RunConfig(
-            name=name, storage_path=str(out / "ray_results"), progress_reporter=reporter, verbose=verbose,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints, checkpoint_frequency=1,
-                                                    checkpoint_at_end=True),
-            failure_config=tune.FailureConfig(max_failures=max_failures)),
-    )
-    grid = tuner.fit()
-    summary = {"trials": [summarise(r) for r in grid]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / STATE_FILE).write_text(json.dumps({"experiment": dataclasses.asdict(exp), "yaml": yaml_text}, indent=2))
+    init_ray(address)
+    metric, mode = _objective(exp)
+    scheduler = None
+    if exp.scheduler.type == "asha":
+        max_t = max(resolve(o).epochs for o in trial_overrides(exp))
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
+                                  grace_period=exp.scheduler.grace_period,
+                                  reduction_factor=exp.scheduler.reduction_factor)
+    tune_config = tune.TuneConfig(
+        search_alg=_search_alg(exp, out) if exp.tune is not None else None,
+        scheduler=scheduler,
+        num_samples=exp.tune.num_samples if exp.tune is not None else 1,
+        max_concurrent_trials=(exp.tune.max_concurrent_trials if exp.tune is not None
+                               else exp.max_concurrent_trials or None),
+        trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
+    tuner = tune.Tuner(_trainable(exp), param_space=param_space(exp), tune_config=tune_config,
+                       run_config=_run_config(exp, out, verbose))
+    return write_summary(tuner.fit(), exp, out)
+
+
+def _run_config(exp: ExperimentConfig, out: Path, verbose: int = 1) -> Any:
+    from ray import tune
+
+    return tune.RunConfig(
+        name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"), progress_reporter=_reporter(exp),
+        verbose=verbose,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
+                                                checkpoint_at_end=True),
+        failure_config=tune.FailureConfig(max_failures=exp.max_failures))
+
+
+def load_state(out: str | Path) -> tuple[ExperimentConfig, str | None]:
+    path = Path(out) / STATE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{out} is not a raynas experiment directory (no {STATE_FILE}); pass the --out of a run")
+    state = json.loads(path.read_text())
+    return _build(ExperimentConfig, state["experiment"]), state.get("yaml")
+
+
+def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[str, Any]:
+    """Finish an interrupted experiment with ``Tuner.restore``: finished trials are not rerun."""
+    from ray import tune
+
+    out = Path(out).resolve()
+    exp, _ = load_state(out)
+    path = Path(exp.storage_path or out / "ray_results") / exp.name
+    if not tune.Tuner.can_restore(str(path)):
+        raise ConfigError(f"nothing to resume under {path} (no Tune experiment state)")
+    init_ray(address)
+    tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp), resume_unfinished=True, resume_errored=True)
+    return write_summary(tuner.fit(), exp, out)
+
+
+def write_summary(grid: Any, exp: ExperimentConfig, out: Path) -> dict[str, Any]:
+    metric, mode = _objective(exp)
+    trials = [summarise(r) for r in grid]
+    summary = {"experiment": exp.name, "objective": {"metric": metric, "mode": mode}, "trials": trials}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print_table(trials, metric, mode)
     return summary
+
+
+def objective_value(trial: dict[str, Any], metric: str) -> float | None:
+    final = trial.get("final", {})
+    if metric in final:
+        return final[metric]
+    nb = final.get("nb201") or {}
+    if metric.startswith("nb201_") and nb:
+        from raynas.trainable import nb201_headline
+        return nb201_headline(nb, trial["dataset"]).get(metric)
+    return None
+
+
+def print_table(trials: list[dict[str, Any]], metric: str, mode: str) -> None:
+    """All trials, best first by the objective."""
+    def key(t: dict[str, Any]) -> float:
+        v = objective_value(t, metric)
+        return float("-inf") if v is None else (v if mode == "max" else -v)
+
+    rows = sorted(trials, key=key, reverse=True)
+    print(f"\n{'method':<11}{'space':<7}{'dataset':<15}{'seed':>5}  {'status':<17}{'ep':>4}  {metric:>12}  genotype")
+    for t in rows:
+        v = objective_value(t, metric)
+        value = "-" if v is None else f"{v:.2f}"
+        print(f"{t['method']:<11}{t['space']:<7}{t['dataset']:<15}{t['seed']:>5}  {t['status']:<17}{t['epochs']:>4}"
+              f"  {value:>12}  {t['genotype']}")

@@ -13,6 +13,17 @@ from ray import tune
 from raynas.config import resolve
 
 CHECKPOINT_FILE = "search.pt"
+#: NB201 table columns that are the headline numbers of a search on each dataset (valid, test)
+NB201_COLUMNS = {"cifar10": ("cifar10_valid", "cifar10_test"), "cifar100": ("cifar100_valid", "cifar100_test"),
+                 "imagenet16-120": ("imagenet16_valid", "imagenet16_test")}
+
+
+def nb201_headline(row: dict[str, Any] | None, dataset: str) -> dict[str, float]:
+    """``nb201_valid``/``nb201_test`` of the searched dataset (CIFAR-10's for other datasets)."""
+    if not row:
+        return {}
+    valid, test = NB201_COLUMNS.get(dataset, NB201_COLUMNS["cifar10"])
+    return {"nb201_valid": row.get(valid), "nb201_test": row.get(test)}
 
 
 def _node() -> dict[str, str]:
@@ -43,11 +54,15 @@ class SearchTrainable(tune.Trainable):
             metrics = self.search.run_epoch()
         except SearchDiverged as e:
             self.status = "diverged"
-            return {"status": "diverged", "error": str(e), "epoch": e.epoch + 1, "done": True, **_node()}
+            last = dict(self.search.history[-1]) if self.search.history else {"valid_acc": 0.0, "train_acc": 0.0}
+            return {**last, "status": "diverged", "error": str(e), "epoch": e.epoch + 1, "done": True, **_node()}
         done = self.search.epoch >= self.cfg.epochs
         if done:
             self.status = "completed"
-        return {**metrics, "status": self.status, "done": done, **_node()}
+        elif self.cfg.collapse_skip is not None and metrics["skip_count"] >= self.cfg.collapse_skip:
+            self.status, done = "stopped_collapse", True
+        return {**metrics, **nb201_headline(metrics.get("nb201"), self.cfg.dataset), "status": self.status,
+                "done": done, **_node()}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.search.save(Path(checkpoint_dir) / CHECKPOINT_FILE)

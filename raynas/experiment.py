@@ -1,0 +1,171 @@
+"""Experiment files: methods x spaces x datasets x seeds, fixed settings, an optional Optuna ``tune:``
+block, resources, scheduler, storage and tracking; typed and validated before Ray starts."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raynas.config import ConfigError, _build, _deep_merge, _unflatten, load_yaml, resolve
+
+GRID_AXES = ("method", "space", "dataset", "seed")
+
+
+@dataclass
+class GridConfig:
+    method: list[str] = field(default_factory=lambda: ["darts"])
+    space: list[str] = field(default_factory=lambda: ["nb201"])
+    dataset: list[str] = field(default_factory=lambda: ["digits"])
+    seed: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class TuneBlock:
+    """The outer search: Optuna over any config field, run by Ray Tune's OptunaSearch."""
+    metric: str = "valid_acc"        # valid_acc | nb201_test | nb201_valid | any reported metric
+    mode: str = "max"
+    num_samples: int = 8
+    max_concurrent_trials: int = 2
+    sampler: str = "tpe"             # tpe | cmaes | nsga2 (multi-objective with `objectives`)
+    seed: int = 0
+    storage: str | None = None       # SQLAlchemy URL; default sqlite:///OUT/optuna.db
+    study_name: str | None = None
+    objectives: list[str] = field(default_factory=list)  # e.g. ["valid_acc:max", "params:min"] (nsga2)
+    space: dict[str, dict] = field(default_factory=dict)  # dotted key -> {type, low, high, log, choices}
+
+
+@dataclass
+class SchedulerConfig:
+    type: str = "fifo"               # fifo | asha
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+
+@dataclass
+class ResourcesConfig:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    grid: GridConfig = field(default_factory=GridConfig)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    tune: TuneBlock | None = None
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    max_concurrent_trials: int = 0   # 0: as many as resources allow
+    max_failures: int = 2
+    checkpoint_keep: int = 2
+    storage_path: str | None = None  # default OUT/ray_results; NFS path or s3:// on a cluster
+    tracking_uri: str | None = None  # default sqlite:///<cwd>/mlflow.db
+
+
+def _check_tune(t: TuneBlock) -> None:
+    if t.mode not in ("max", "min"):
+        raise ConfigError(f"tune.mode must be max or min, got {t.mode!r}")
+    if t.sampler not in ("tpe", "cmaes", "nsga2"):
+        raise ConfigError(f"tune.sampler must be tpe, cmaes or nsga2, got {t.sampler!r}")
+    if t.num_samples < 1 or t.max_concurrent_trials < 1:
+        raise ConfigError("tune.num_samples and tune.max_concurrent_trials must be >= 1")
+    if t.sampler == "nsga2" and len(t.objectives) < 2:
+        raise ConfigError("tune.sampler nsga2 needs tune.objectives with at least two 'metric:max|min' entries")
+    for o in t.objectives:
+        if o.count(":") != 1 or o.split(":")[1] not in ("max", "min"):
+            raise ConfigError(f"tune.objectives entry {o!r} must be 'metric:max' or 'metric:min'")
+    if not t.space:
+        raise ConfigError("tune.space is empty: name at least one field to search, e.g. mim.mask_ratio")
+    for key, spec in t.space.items():
+        if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
+            raise ConfigError(f"tune.space.{key}: needs type float, int or categorical")
+        extra = set(spec) - {"type", "low", "high", "log", "choices", "step"}
+        if extra:
+            raise ConfigError(f"tune.space.{key}: unknown keys {sorted(extra)}")
+        if spec["type"] == "categorical":
+            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+                raise ConfigError(f"tune.space.{key}: categorical needs a non-empty choices list")
+            continue
+        if "low" not in spec or "high" not in spec:
+            raise ConfigError(f"tune.space.{key}: {spec['type']} needs low and high")
+        low, high = spec["low"], spec["high"]
+        if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low > high:
+            raise ConfigError(f"tune.space.{key}: low ({low}) must be <= high ({high})")
+        if spec.get("log") and low <= 0:
+            raise ConfigError(f"tune.space.{key}: log scale needs low > 0, got {low}")
+
+
+def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment file; ``--set`` keys go to the experiment (``name``,
+    ``tune.num_samples``, ...) when they name one of its fields, otherwise into ``fixed`` (and a
+    grid axis set this way, e.g. ``dataset=digits``, replaces that axis)."""
+    data = load_yaml(path) if path else {}
+    exp_fields = {"name", "grid", "fixed", "tune", "resources", "scheduler", "max_concurrent_trials",
+                  "max_failures", "checkpoint_keep", "storage_path", "tracking_uri"}
+    for key, value in (overrides or {}).items():
+        if key in exp_fields:
+            data = _deep_merge(data, {key: value})
+        elif key in GRID_AXES:
+            data = _deep_merge(data, {"grid": {key: value if isinstance(value, list) else [value]}})
+        else:
+            data = _deep_merge(data, {"fixed": {key: value}})
+    exp = _build(ExperimentConfig, data)
+    for axis in GRID_AXES:
+        if not getattr(exp.grid, axis):
+            raise ConfigError(f"grid.{axis} is empty")
+    if exp.tune is not None:
+        _check_tune(exp.tune)
+    if exp.scheduler.type not in ("fifo", "asha"):
+        raise ConfigError(f"scheduler.type must be fifo or asha, got {exp.scheduler.type!r}")
+    if exp.resources.cpu <= 0 or exp.resources.gpu < 0:
+        raise ConfigError("resources.cpu must be > 0 and resources.gpu >= 0")
+    for trial in trial_overrides(exp):  # every grid point must resolve to a valid search config
+        resolve(trial)
+    return exp
+
+
+def trial_overrides(exp: ExperimentConfig) -> list[dict[str, Any]]:
+    """The user overrides of every grid point (tuned fields at a mid value, for validation)."""
+    out = []
+    for method, space, dataset, seed in itertools.product(*(getattr(exp.grid, a) for a in GRID_AXES)):
+        over = _deep_merge(copy.deepcopy(exp.fixed), {"method": method, "space": space, "dataset": dataset,
+                                                      "seed": seed})
+        if exp.tune is not None:
+            over = _deep_merge(over, _unflatten({k: _example(v) for k, v in exp.tune.space.items()}))
+        out.append(over)
+    return out
+
+
+def _example(spec: dict) -> Any:
+    if spec["type"] == "categorical":
+        return spec["choices"][0]
+    value = (spec["low"] + spec["high"]) / 2
+    return int(round(value)) if spec["type"] == "int" else float(value)
+
+
+def param_space(exp: ExperimentConfig) -> dict[str, Any]:
+    """Tune's ``param_space``: the fixed settings, grid axes as ``grid_search`` (or, under Optuna,
+    as categorical choices), tuned fields as Tune distributions that OptunaSearch converts."""
+    from ray import tune
+
+    space: dict[str, Any] = copy.deepcopy(exp.fixed)
+    for axis in GRID_AXES:
+        values = getattr(exp.grid, axis)
+        if len(values) == 1:
+            space[axis] = values[0]
+        else:
+            space[axis] = tune.choice(values) if exp.tune is not None else tune.grid_search(values)
+    if exp.tune is not None:
+        tuned = {}
+        for key, spec in exp.tune.space.items():
+            if spec["type"] == "categorical":
+                tuned[key] = tune.choice(spec["choices"])
+            elif spec["type"] == "int":
+                tuned[key] = (tune.lograndint if spec.get("log") else tune.randint)(spec["low"], spec["high"] + 1)
+            else:
+                tuned[key] = (tune.loguniform if spec.get("log") else tune.uniform)(spec["low"], spec["high"])
+        space = _deep_merge(space, _unflatten(tuned))
+    return space
