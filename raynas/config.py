@@ -28,6 +28,7 @@ class ModelConfig:
     layers: int = 5                # NB201: cells per stage (N); DARTS spaces: total cells
     track_running_stats: bool = True  # BN in searched ops (affine is False unless random features)
     exclude_ops: list[str] = field(default_factory=list)  # e.g. DrNAS's DARTS space drops "none"
+    drop_path: float = 0.0         # max drop-path prob on op outputs in the supernet, ramped linearly (RobustDARTS)
 
 
 @dataclass
@@ -306,7 +307,8 @@ def _check_range(cfg: SearchConfig) -> None:
     from search_spaces.ops import OPS
     bad = [o for o in cfg.model.exclude_ops if o not in OPS]
     need(not bad, f"model.exclude_ops: unknown ops {bad}; valid: {', '.join(sorted(OPS))}")
-    if cfg.data_dir is not None:
+    need(0.0 <= cfg.model.drop_path < 1.0, f"model.drop_path must be in [0, 1), got {cfg.model.drop_path}")
+    if cfg.data_dir is not None and cfg.dataset != "digits":
         need(Path(cfg.data_dir).is_dir() or cfg.download,
              f"data_dir {cfg.data_dir} does not exist; pass an existing --data-dir (or --download to fetch)")
     if cfg.nb201_table is not None:

@@ -128,6 +128,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
         num_samples=exp.tune.num_samples if exp.tune is not None else 1,
         max_concurrent_trials=(exp.tune.max_concurrent_trials if exp.tune is not None
                                else exp.max_concurrent_trials or None),
+        reuse_actors=True,
         trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
     tuner = tune.Tuner(_trainable(exp), param_space=param_space(exp), tune_config=tune_config,
                        run_config=_run_config(exp, out, verbose))

@@ -64,6 +64,11 @@ class SearchTrainable(tune.Trainable):
         return {**metrics, **nb201_headline(metrics.get("nb201"), self.cfg.dataset), "status": self.status,
                 "done": done, **_node()}
 
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Reuse this worker (and its imported torch) for the next trial of a sweep."""
+        self.setup(new_config)
+        return True
+
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.search.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
 

@@ -21,6 +21,12 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero whole samples with probability p, scale the rest by 1/(1-p) (DARTS' drop_path)."""
+    keep = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(1 - p)
+    return x / (1 - p) * keep
+
+
 class MixedOp(nn.Module):
     """Weighted sum of an edge's candidate ops.
 
@@ -38,6 +44,7 @@ class MixedOp(nn.Module):
         self.affine, self.track, self.pool_bn = affine, track, pool_bn
         self.ops = nn.ModuleList(self.make_op(name, C // partial_k) for name in names)
         self.active = [i for i, name in enumerate(names) if name != "none"]
+        self.drop_prob = 0.0  # drop-path on op outputs during search (RobustDARTS), set per epoch
 
     def make_op(self, name: str, C: int) -> nn.Module:
         op = OPS[name](C, C, self.stride, self.affine, self.track)
@@ -98,7 +105,10 @@ class MixedOp(nn.Module):
     def _mix(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         out = None
         for i in self.active:
-            y = self.ops[i](x) * w[i]
+            y = self.ops[i](x)
+            if self.training and self.drop_prob > 0 and not isinstance(self.ops[i], nn.Identity):
+                y = drop_path(y, self.drop_prob)
+            y = y * w[i]
             out = y if out is None else out + y
         if out is None:
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)

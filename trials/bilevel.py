@@ -158,6 +158,9 @@ class Search:
         """Train one epoch (arch step then weight step per batch), evaluate, derive; return metrics."""
         cfg, e = self.cfg, self.epoch
         self.method.on_epoch_start(self, e)
+        if cfg.model.drop_path > 0:
+            for _, _, op in self.net.mixed_ops():
+                op.drop_prob = cfg.model.drop_path * e / cfg.epochs
         self.net.train()
         update_arch = self.method.arch_active(e)
         a_gen = self._generator(1)
