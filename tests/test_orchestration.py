@@ -28,9 +28,9 @@ def experiment(tmp_path, name, grid, extra=""):
     return p
 
 
-def raynas(*args, timeout=900, **kw):
-    return subprocess.run([str(BIN / "raynas"), *map(str, args)], capture_output=True, text=True, env=ENV,
-                          timeout=timeout, **kw)
+def raynas(*args, timeout=900, env=None):
+    return subprocess.run([str(BIN / "raynas"), *map(str, args)], capture_output=True, text=True, env=env or ENV,
+                          timeout=timeout)
 
 
 def direct(method, seed):
