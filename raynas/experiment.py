@@ -113,6 +113,9 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
         else:
             data = _deep_merge(data, {"fixed": {key: value}})
     exp = _build(ExperimentConfig, data)
+    for key in ("data_dir", "nb201_table"):  # trials run in their own directories: make paths absolute
+        if isinstance(exp.fixed.get(key), str):
+            exp.fixed[key] = str(Path(exp.fixed[key]).expanduser().resolve())
     for axis in GRID_AXES:
         if not getattr(exp.grid, axis):
             raise ConfigError(f"grid.{axis} is empty")

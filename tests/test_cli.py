@@ -78,3 +78,19 @@ def test_search_through_ray_writes_summary(tmp_path):
     assert 0 <= trial["final"]["valid_acc"] <= 100
     assert Path(trial["checkpoint"], "search.pt").is_file()
     assert trial["genotype"] in p.stdout
+
+
+def test_missing_dataset_is_one_line_naming_path_and_flag(tmp_path, capsys):
+    code = main(["search", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert str(tmp_path) in err and "--data-dir" in err and "--download" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_gpus_without_gpu_is_rejected(tmp_path, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert main(["search", "--gpus", "0.5", "--out", str(tmp_path / "o")]) == 2
+    assert "no GPU is visible" in capsys.readouterr().err
