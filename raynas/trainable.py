@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,4 +74,33 @@ class SearchTrainable(tune.Trainable):
         self.search.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        self.search.load(Path(checkpoint_dir) / CHECKPOINT_FILE)
+        """Restore; a corrupted or truncated file is reported by name and the previous checkpoint of
+        the trial (``checkpoint_keep`` >= 2) is used instead."""
+        path = Path(checkpoint_dir) / CHECKPOINT_FILE
+        try:
+            self.search.load(path)
+            return
+        except RuntimeError as e:
+            print(f"raynas: {e}; trying the previous checkpoint", file=sys.stderr)
+            error = e
+        for older in previous_checkpoints(Path(checkpoint_dir)):
+            try:
+                self.search.load(older / CHECKPOINT_FILE)
+                print(f"raynas: resumed from {older / CHECKPOINT_FILE} (epoch {self.search.epoch})", file=sys.stderr)
+                return
+            except RuntimeError as e:
+                print(f"raynas: {e}", file=sys.stderr)
+        raise error
+
+
+def previous_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Sibling ``checkpoint_NNNNNN`` directories older than ``checkpoint_dir``, newest first."""
+    def index(p: Path) -> int:
+        try:
+            return int(p.name.rsplit("_", 1)[-1])
+        except ValueError:
+            return -1
+
+    me = index(checkpoint_dir)
+    older = [p for p in checkpoint_dir.parent.glob("checkpoint_*") if p.is_dir() and -1 < index(p) < me]
+    return sorted(older, key=index, reverse=True)

@@ -1,0 +1,41 @@
+"""The Tune trainable outside a Tune run: collapse stop, divergence, checkpoint fallback."""
+
+import torch
+
+from raynas.trainable import SearchTrainable
+
+TINY = {"dataset": "digits", "batch_size": 16, "max_steps_per_epoch": 2, "eval_batches": 1, "device": "cpu",
+        "epochs": 3, "model": {"C": 4, "layers": 1}}
+
+
+def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    t = SearchTrainable(config=TINY)
+    t.step()
+    (tmp_path / "checkpoint_000001").mkdir()
+    t.save_checkpoint(str(tmp_path / "checkpoint_000001"))
+    t.step()
+    (tmp_path / "checkpoint_000002").mkdir()
+    t.save_checkpoint(str(tmp_path / "checkpoint_000002"))
+    broken = tmp_path / "checkpoint_000002" / "search.pt"
+    broken.write_bytes(broken.read_bytes()[:1000])  # truncated
+    again = SearchTrainable(config=TINY)
+    again.load_checkpoint(str(tmp_path / "checkpoint_000002"))
+    err = capsys.readouterr().err
+    assert str(broken) in err and "checkpoint_000001" in err
+    assert again.search.epoch == 1
+    t.stop()
+    again.stop()
+
+
+def test_collapse_stop_and_divergence_statuses():
+    t = SearchTrainable(config={**TINY, "collapse_skip": 1})
+    with torch.no_grad():  # skip_connect dominates every edge
+        t.search.net.alphas["cell"].zero_()
+        t.search.net.alphas["cell"][:, 1] = 10.0
+    r = t.step()
+    assert r["status"] == "stopped_collapse" and r["done"] and r["skip_count"] >= 1
+    t.stop()
+    d = SearchTrainable(config={**TINY, "optim": {"lr": 1e30, "grad_clip": 1e30}})
+    r = d.step()
+    assert r["status"] == "diverged" and r["done"] and r["epoch"] == 1 and "diverged at epoch 0" in r["error"]
+    d.stop()
