@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--table", required=True)
     q.set_defaults(func=cmd_bench_nb201)
 
+    from raynas.genotype_cmd import register as register_genotype
+    from raynas.retrain import register as register_retrain
+
+    register_genotype(sub)
+    register_retrain(sub)
+
     m = sub.add_parser("methods", help="list search methods and spaces")
     m.set_defaults(func=cmd_methods)
     return p
