@@ -32,7 +32,7 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
     (["--set", "train_portion=1.5"], "train_portion must be in (0, 1)"),
     (["--set", "model.C=3.5"], "model.C: expected an integer"),
     (["--set", "novalue"], "--set expects key=value"),
-    (["--data-dir", "/no/such/dir"], "data_dir /no/such/dir does not exist"),
+    (["--data-dir", "/no/such/dir", "--dataset", "cifar10"], "data_dir /no/such/dir does not exist"),
     (["--nb201-table", "/no/such.csv"], "nb201_table /no/such.csv does not exist"),
     (["--epochs", "many"], "invalid int value"),
 ])
