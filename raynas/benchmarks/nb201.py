@@ -1,26 +1,29 @@
 """NAS-Bench-201 lookup: genotype string -> the benchmark's 200-epoch accuracies, FLOPs and params.
 
-Reads a compact CSV (``COLUMNS``; extra columns are kept), written from the official release files
-by :func:`export` (``raynas bench nb201 export --from FILE --to nb201.csv``).
+The official release is a multi-GB torch/pickle archive, so searches read a compact CSV instead
+(``COLUMNS``, accuracies in percent; extra columns are kept). :func:`export` writes that CSV from
+the release files through their own APIs: ``raynas bench nb201 export --from FILE --to nb201.csv``.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from search_spaces.nb201 import GenotypeError, NB201Genotype, format_genotype, parse_genotype
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 COLUMNS = ("arch", "cifar10_valid", "cifar10_test", "cifar100_valid", "cifar100_test", "imagenet16_valid",
            "imagenet16_test", "flops", "params")
-EXPORT_HINT = "make it with `raynas bench nb201 export --from NAS-Bench-201-v1_1-096897.pth --to nb201.csv`"
-#: dataset -> (valid column, test column) that are the headline numbers of a search on it
+EXPORT_HINT = ("make it with `raynas bench nb201 export --from FILE --to nb201.csv` "
+               "(FILE: the NAS-Bench-201 .pth or NATS-tss release)")
+INSTALL_HINT = "pip install 'raynas[nb201]'"
+#: dataset -> (valid column, test column): the headline numbers of a search on that dataset
 ACCURACY_KEYS = {"cifar10": ("cifar10_valid", "cifar10_test"), "cifar100": ("cifar100_valid", "cifar100_test"),
                  "imagenet16-120": ("imagenet16_valid", "imagenet16_test")}
 
@@ -30,121 +33,149 @@ class TableError(ValueError):
 
 
 def accuracy_keys(dataset: str) -> tuple[str, str] | None:
-    return ACCURACY_KEYS.get(dataset)
+    """(valid, test) columns for a raynas dataset name; None for datasets NB201 never trained on."""
+    key = dataset.lower()
+    return ACCURACY_KEYS.get("imagenet16-120" if key == "imagenet16" else key)
 
 
-def _number(text: str) -> float | int | str | None:
-    """CSV cell -> int / float (None when empty); non-numeric extra columns stay strings."""
-    if text == "" or text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+def _canonical(arch: object) -> str:
+    return format_genotype(parse_genotype(str(arch)))
+
+
+def _plain(name: str, value: Any) -> Any:
+    """numpy/pandas scalar -> JSON-able Python value (NaN -> None, integral params -> int)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if name == "params" and value.is_integer():
+            return int(value)
+    return value
 
 
 class NB201Table:
-    """All rows of the table, indexed by canonical arch string."""
+    """The whole table (``frame``, one row per cell, canonical ``arch`` strings) indexed by arch."""
 
-    def __init__(self, rows: list[dict[str, Any]], columns: list[str], path: str = "<memory>"):
-        self.rows, self.columns, self.path = rows, columns, path
-        self.index = {r["arch"]: i for i, r in enumerate(rows)}
+    def __init__(self, frame: pd.DataFrame, path: str = "<memory>"):
+        self.frame, self.path = frame.reset_index(drop=True), path
+        self.columns: list[str] = [str(c) for c in self.frame.columns]
+        self.archs: list[str] = list(self.frame["arch"])
+        self.index: dict[str, int] = {a: i for i, a in enumerate(self.archs)}
+        self._values = {c: self.frame[c].to_numpy() for c in self.columns}  # fast per-row lookup
+        if len(self.index) != len(self.archs):
+            dup = self.frame["arch"][self.frame["arch"].duplicated()].iloc[0]
+            raise TableError(f"NB201 table {path} lists {dup} more than once")
 
     @classmethod
     def load(cls, path: str | Path) -> NB201Table:
+        """Read a .csv / .csv.gz, check the compact columns and canonicalise every arch string."""
+        import pandas as pd
+
         p = Path(path)
         if not p.is_file():
             raise TableError(f"NB201 table {p} does not exist; {EXPORT_HINT}")
         try:
-            raw = gzip.open(p, "rt") if p.suffix == ".gz" else open(p, newline="")
-            with raw as f:
-                reader = csv.DictReader(f)
-                columns = list(reader.fieldnames or [])
-                missing = [c for c in COLUMNS if c not in columns]
-                if missing:
-                    raise TableError(f"NB201 table {p} lacks columns {', '.join(missing)}; {EXPORT_HINT}")
-                rows = []
-                for line, r in enumerate(reader, start=2):
-                    try:
-                        arch = format_genotype(parse_genotype(r["arch"]))
-                    except GenotypeError as e:
-                        raise TableError(f"{p}:{line}: {e}") from None
-                    row: dict[str, Any] = {k: _number(v) for k, v in r.items() if k != "arch"}
-                    row["arch"] = arch
-                    rows.append(row)
-        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
-            if isinstance(e, TableError):
-                raise
-            raise TableError(f"cannot read NB201 table {p}: {e}") from None
-        return cls(rows, columns, str(p))
+            frame = pd.read_csv(p)
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise TableError(f"cannot read NB201 table {p}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise TableError(f"NB201 table {p} lacks columns {', '.join(missing)}; {EXPORT_HINT}")
+        for c in COLUMNS[1:]:
+            if not pd.api.types.is_numeric_dtype(frame[c]):
+                raise TableError(f"NB201 table {p}: column {c} is not numeric")
+        archs = []
+        for line, arch in enumerate(frame["arch"], start=2):
+            try:
+                archs.append(_canonical(arch))
+            except GenotypeError as e:
+                raise TableError(f"{p}:{line}: {e}") from None
+        frame["arch"] = archs
+        return cls(frame, str(p))
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.frame)
 
     def query(self, arch: str | NB201Genotype) -> dict[str, Any]:
-        """The row of one cell (keys: the CSV columns). Invalid strings raise ``GenotypeError``."""
-        g = arch if isinstance(arch, NB201Genotype) else parse_genotype(arch)
-        key = format_genotype(g)
+        """The row of one cell (keys: the CSV columns); a malformed string raises ``GenotypeError``."""
+        key = format_genotype(arch if isinstance(arch, NB201Genotype) else parse_genotype(arch))
         if key not in self.index:
             raise TableError(f"{key} is a valid NB201 cell but not in {self.path}")
-        row = self.rows[self.index[key]]
-        return {c: row.get(c) for c in self.columns}
+        i = self.index[key]
+        return {c: _plain(c, v[i]) for c, v in self._values.items()}
 
     def column(self, name: str) -> np.ndarray:
+        """One numeric column as floats, aligned with ``archs``."""
         if name not in self.columns:
             raise TableError(f"NB201 table {self.path} has no column {name!r}")
-        return np.array([np.nan if r.get(name) is None else r[name] for r in self.rows], dtype=float)
-
-    @property
-    def archs(self) -> list[str]:
-        return [r["arch"] for r in self.rows]
+        try:
+            return self.frame[name].to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            raise TableError(f"NB201 table {self.path}: column {name!r} is not numeric") from None
 
     def best(self, column: str) -> dict[str, Any]:
+        """The row with the highest ``column`` (first on ties)."""
         values = self.column(column)
-        return self.query(self.rows[int(np.nanargmax(values))]["arch"])
+        if np.isnan(values).all():
+            raise TableError(f"NB201 table {self.path}: column {column!r} has no values")
+        return self.query(self.archs[int(np.nanargmax(values))])
 
 
-def _rows_from_api(source: str) -> list[dict[str, Any]]:
-    """Rows from the official release through its PyPI API (nas-bench-201 or nats_bench)."""
-    p = Path(source)
+def _open_api(src: Path) -> tuple[Any, str]:
+    """The official API object: ``nas_201_api`` for a .pth, ``nats_bench`` (topology) otherwise."""
     try:
-        if p.is_file() and p.suffix == ".pth":
-            from nas_201_api import NASBench201API  # package nas-bench-201
-            api = NASBench201API(str(p), verbose=False)
-        else:
-            from nats_bench import create
-            api = create(str(p), "tss", fast_mode=True, verbose=False)
+        if src.is_file() and src.suffix == ".pth":
+            from nas_201_api import NASBench201API  # PyPI: nas-bench-201
+
+            return NASBench201API(str(src), verbose=False), "nas_201_api"
+        from nats_bench import create  # PyPI: nats_bench
+
+        # NATS wants fast_mode for the per-arch archive directory and not for the single-file release
+        return create(str(src), "tss", fast_mode=src.is_dir(), verbose=False), "nats_bench"
     except ImportError as e:
-        raise TableError(f"reading {source} needs the official API ({e.name}); pip install 'raynas[nb201]'") from None
-    rows = []
-    for i in range(len(api)):
-        c10v = api.get_more_info(i, "cifar10-valid", hp="200", is_random=False)
-        c10 = api.get_more_info(i, "cifar10", hp="200", is_random=False)
-        c100 = api.get_more_info(i, "cifar100", hp="200", is_random=False)
-        in16 = api.get_more_info(i, "ImageNet16-120", hp="200", is_random=False)
-        cost = api.get_cost_info(i, "cifar10")
-        rows.append({"arch": api.arch(i), "cifar10_valid": c10v["valid-accuracy"], "cifar10_test": c10["test-accuracy"],
-                     "cifar100_valid": c100["valid-accuracy"], "cifar100_test": c100["test-accuracy"],
-                     "imagenet16_valid": in16["valid-accuracy"], "imagenet16_test": in16["test-accuracy"],
-                     "flops": cost["flops"], "params": cost["params"]})
-    return rows
+        raise TableError(f"reading {src} needs the official API ({e.name}); {INSTALL_HINT}") from None
+
+
+def _rows_from_api(src: Path) -> list[dict[str, Any]]:
+    """One compact row per benchmark index, 200-epoch results averaged over seeds (``is_random=False``)."""
+    api, name = None, "the official API"
+    try:
+        api, name = _open_api(src)
+        rows = []
+        for i in range(len(api)):
+            info = {ds: api.get_more_info(i, ds, hp="200", is_random=False)
+                    for ds in ("cifar10-valid", "cifar10", "cifar100", "ImageNet16-120")}
+            cost = api.get_cost_info(i, "cifar10", hp="200")
+            rows.append({
+                "arch": _canonical(api.arch(i)),
+                "cifar10_valid": info["cifar10-valid"]["valid-accuracy"],  # train split, x-valid
+                "cifar10_test": info["cifar10"]["test-accuracy"],  # train+valid, ori-test
+                "cifar100_valid": info["cifar100"]["valid-accuracy"],
+                "cifar100_test": info["cifar100"]["test-accuracy"],
+                "imagenet16_valid": info["ImageNet16-120"]["valid-accuracy"],
+                "imagenet16_test": info["ImageNet16-120"]["test-accuracy"],
+                "flops": float(cost["flops"]),  # MFLOPs
+                "params": round(float(cost["params"]) * 1e6),  # the APIs report millions ("MB")
+            })
+        return rows
+    except TableError:
+        raise
+    except Exception as e:  # the APIs raise AssertionError/ValueError/KeyError/pickle errors
+        hint = "; torch>=2.6 may need TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1" if "weights_only" in str(e) else ""
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TableError(f"cannot export {src} with {name}: {first}{hint}") from None
 
 
 def export(source: str | Path, dest: str | Path) -> int:
-    """Write the compact CSV from the official files (or normalise an existing CSV); returns rows."""
+    """Write the compact CSV (only ``COLUMNS``) from the official files or an existing CSV; returns rows."""
+    import pandas as pd
+
     src = Path(source)
     if not src.exists():
-        raise TableError(f"{src} does not exist; pass the NAS-Bench-201 .pth file or NATS-Bench directory")
+        raise TableError(f"{src} does not exist; pass the NAS-Bench-201 .pth, a NATS-tss file/directory or a CSV")
     if src.name.endswith((".csv", ".csv.gz")):
-        table = NB201Table.load(src)
-        rows = [{c: r.get(c) for c in COLUMNS} for r in table.rows]
+        frame = NB201Table.load(src).frame[list(COLUMNS)]
     else:
-        rows = _rows_from_api(str(src))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
-    Path(dest).write_text(buf.getvalue())
-    return len(rows)
+        frame = pd.DataFrame(_rows_from_api(src), columns=list(COLUMNS))
+    frame.to_csv(dest, index=False)
+    return len(frame)
