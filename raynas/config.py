@@ -109,6 +109,8 @@ class SearchConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     channels_last: bool = False
     nb201_table: str | None = None   # compact NB201 CSV; each epoch's genotype is looked up when set
+    hessian_every: int = 0           # every E epochs: dominant eigenvalue of the val-loss Hessian in alpha (0: off)
+    hessian_batches: int = 2
     collapse_skip: int | None = None  # stop a trial (status stopped_collapse) once its genotype has this many skips
     relaxation: str = "softmax"      # softmax (DARTS) | dirichlet (DrNAS): how alpha becomes edge weights
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -264,6 +266,7 @@ def _check_range(cfg: SearchConfig) -> None:
     need(0.0 < cfg.train_portion < 1.0, f"train_portion must be in (0, 1), got {cfg.train_portion}")
     need(cfg.max_steps_per_epoch is None or cfg.max_steps_per_epoch >= 1,
          f"max_steps_per_epoch must be >= 1 or null, got {cfg.max_steps_per_epoch}")
+    need(cfg.hessian_every >= 0 and cfg.hessian_batches >= 1, "hessian_every must be >= 0, hessian_batches >= 1")
     need(cfg.collapse_skip is None or cfg.collapse_skip >= 1, f"collapse_skip must be >= 1, got {cfg.collapse_skip}")
     need(cfg.eval_batches is None or cfg.eval_batches >= 0, f"eval_batches must be >= 0, got {cfg.eval_batches}")
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),

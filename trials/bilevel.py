@@ -198,6 +198,10 @@ class Search:
         train_time = time.perf_counter() - t0
         valid_loss, valid_acc = self.evaluate()
         self.epoch += 1
+        eigen = None
+        if cfg.hessian_every and self.epoch % cfg.hessian_every == 0:
+            from trials.hessian import dominant_eigenvalue
+            eigen = dominant_eigenvalue(self, batches=cfg.hessian_batches)
         metrics = {
             "epoch": self.epoch,
             "lr": lr,
@@ -210,6 +214,7 @@ class Search:
             "steps": steps,
             "epoch_time": time.perf_counter() - t0,
             "images_per_s": (n_w + n_a) / train_time if train_time > 0 else 0.0,
+            "hessian_eigenvalue": eigen,
             **self.architecture_metrics(),
             **self.method.epoch_metrics(),
         }
