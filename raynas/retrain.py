@@ -307,13 +307,9 @@ class Retrain:
         torch.save(self.state_dict(), path)
 
     def load(self, path: str | Path) -> None:
-        import torch
+        from raynas.checkpoints import load_state
 
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e:  # truncated / corrupted / not a checkpoint
-            raise RuntimeError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {e}") from None
-        self.load_state_dict(state)
+        self.load_state_dict(load_state(path, self.device))
 
 
 def retrain(cfg: RetrainConfig, data: Any = None) -> list[dict[str, Any]]:

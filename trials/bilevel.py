@@ -311,11 +311,9 @@ class Search:
         torch.save(self.state_dict(), path)
 
     def load(self, path: str | Path) -> None:
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e:  # truncated / corrupted / not a checkpoint
-            raise RuntimeError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {e}") from None
-        self.load_state_dict(state)
+        from raynas.checkpoints import load_state
+
+        self.load_state_dict(load_state(path, self.device))
 
 
 def search(cfg: SearchConfig, data: Dataset | None = None) -> SearchResult:
