@@ -81,7 +81,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     grid = {axis: [overrides.pop(axis)] for axis in GRID_AXES if axis in overrides}
     exp = load_experiment(None, {"fixed": overrides, "grid": grid, "name": args.name,
-                                 "resources": {"cpu": cpus, "gpu": gpus}})
+                                 "resources": {"cpu": cpus, "gpu": gpus}, "tracking_uri": args.tracking_uri})
     _check_data(exp)
     summary = run_experiment(exp, args.out, address=args.address)
     for t in summary["trials"]:
@@ -100,6 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from raynas.runner import run_experiment
 
     exp = load_experiment(args.experiment, parse_set(args.set))
+    if args.tracking_uri:
+        exp.tracking_uri = args.tracking_uri
     _check_resources(exp.resources.cpu, exp.resources.gpu if not args.address else 0.0)
     _check_data(exp)
     out = args.out or f"runs/{exp.name}"
@@ -114,6 +116,52 @@ def cmd_resume(args: argparse.Namespace) -> int:
     summary = resume_experiment(args.dir, address=args.address)
     print(f"summary: {os.path.join(args.dir, 'summary.json')}")
     return 0 if all(t["status"] != "error" for t in summary["trials"]) else 1
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from raynas.tracking import server_command
+
+    cmd = server_command(args.host, args.port, args.backend_store, args.artifacts)
+    print(f"MLflow server at http://{args.host}:{args.port}  (store {args.backend_store}, artifacts {args.artifacts})",
+          flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raynas.tracking import sync
+
+    root = Path(args.dir) / "mlflow_pending"
+    if not root.is_dir():
+        raise UsageError(f"{args.dir} has no mlflow_pending/ directory: nothing to sync (pass the --out of a run)")
+    sent = remaining = 0
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        counts = sync(d, args.tracking_uri)
+        sent, remaining = sent + counts.get("sent", 0), remaining + counts.get("remaining", 0)
+    print(f"sent {sent} operations; {remaining} still pending")
+    return 0 if remaining == 0 else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from raynas.tracking import check_reachable, compare, default_tracking_uri
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    check_reachable(uri)
+    from pathlib import Path
+
+    out = Path(args.out or f"runs/compare/{args.experiment}")
+    rows = compare(uri, args.experiment, args.objective, out_dir=out)
+    if not rows:
+        raise UsageError(f"no finished runs with metric {args.objective!r} in experiment {args.experiment!r} at {uri}")
+    print((out / "compare.md").read_text())
+    print(f"written: {out / 'compare.csv'}, {out / 'compare.md'}")
+    return 0
 
 
 def cmd_bench_nb201(args: argparse.Namespace) -> int:
@@ -139,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus", type=float, help="CPUs per trial (default: all)")
     s.add_argument("--gpus", type=float, help="GPUs per trial, fractional allowed (default: 0)")
     s.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    s.add_argument("--tracking-uri", dest="tracking_uri",
+                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db; none: off)")
     s.set_defaults(func=cmd_search)
 
     r = sub.add_parser("run", help="run an experiment file (grid x Optuna) as Ray Tune trials")
@@ -147,7 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="Ray cluster address, e.g. auto or HOST:PORT (default: local instance)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an experiment field (tune.num_samples=4) or a search field (epochs=2)")
+    r.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (none: off)")
     r.set_defaults(func=cmd_run)
+
+    sv = sub.add_parser("server", help="start an MLflow tracking server (sqlite store, proxied artifacts)")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 for a cluster)")
+    sv.add_argument("--port", type=int, default=5000)
+    sv.add_argument("--backend-store", default="mlflow.db", help="sqlite file or database URL")
+    sv.add_argument("--artifacts", default="mlartifacts", help="artifact directory the server proxies")
+    sv.set_defaults(func=cmd_server)
+
+    sy = sub.add_parser("sync", help="send MLflow operations a run could not deliver (server was down)")
+    sy.add_argument("dir", help="the --out directory of a run")
+    sy.add_argument("--tracking-uri", dest="tracking_uri", help="deliver to this URI instead of the recorded one")
+    sy.set_defaults(func=cmd_sync)
+
+    cp = sub.add_parser("compare", help="method x space x dataset table of an MLflow experiment")
+    cp.add_argument("--experiment", required=True)
+    cp.add_argument("--tracking-uri", dest="tracking_uri")
+    cp.add_argument("--objective", default="valid_acc")
+    cp.add_argument("--out", default=None, help="directory for compare.csv / compare.md (default runs/compare/NAME)")
+    cp.set_defaults(func=cmd_compare)
 
     rs = sub.add_parser("resume", help="finish an interrupted experiment (Tuner.restore)")
     rs.add_argument("dir", help="the --out directory of the interrupted run")
@@ -191,9 +261,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from raynas.benchmarks.nb201 import TableError
     from raynas.config import ConfigError
     from raynas.data import DataError
+    from raynas.tracking import TrackingError
     from search_spaces.nb201 import GenotypeError
 
-    return (UsageError, ConfigError, DataError, GenotypeError, TableError, FileNotFoundError)
+    return (UsageError, ConfigError, DataError, GenotypeError, TableError, TrackingError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,7 @@ def summarise(result: Any) -> dict[str, Any]:
         "genotype": m.get("genotype"),
         "final": {"train_acc": m.get("train_acc"), "valid_acc": m.get("valid_acc"), "nb201": m.get("nb201")},
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "mlflow_run_id": m.get("mlflow_run_id"),
         "node_id": m.get("node_id"), "node_ip": m.get("node_ip"),
         "skip_count": m.get("skip_count"),
         "config": result.config,
@@ -88,12 +89,45 @@ def _search_alg(exp: ExperimentConfig, out: Path) -> Any:
                         metric=metric, mode=mode)
 
 
-def _trainable(exp: ExperimentConfig) -> Any:
+def tracking_uri(exp: ExperimentConfig) -> str | None:
+    """``tracking_uri`` of the experiment, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``;
+    ``none`` turns tracking off."""
+    from raynas.tracking import default_tracking_uri
+
+    uri = exp.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if uri.lower() == "none":
+        return None
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"  # trials run in their own directories
+    return uri
+
+
+def start_tracking(exp: ExperimentConfig, out: Path, yaml_text: str | None,
+                   parent_run_id: str | None = None) -> dict[str, Any] | None:
+    """Create the MLflow experiment and its parent run (once; a resumed experiment reuses it)."""
+    from raynas.tracking import check_reachable, default_artifact_root, ensure_experiment, start_parent_run
+
+    uri = tracking_uri(exp)
+    if uri is None:
+        return None
+    check_reachable(uri)
+    root = default_artifact_root() if uri.startswith("sqlite") else None
+    ensure_experiment(uri, exp.name, root)
+    if parent_run_id is None:
+        parent_run_id = start_parent_run(uri, exp.name, yaml_text=yaml_text, artifact_root=root,
+                                         study_name=(exp.tune.study_name or exp.name) if exp.tune else None,
+                                         tags={"raynas.out": str(out)})
+    return {"uri": uri, "experiment": exp.name, "parent_run_id": parent_run_id, "artifact_root": root,
+            "pending_root": str(out / "mlflow_pending")}
+
+
+def _trainable(exp: ExperimentConfig, tracking: dict[str, Any] | None = None) -> Any:
     from ray import tune
 
     from raynas.trainable import SearchTrainable
 
-    return tune.with_resources(SearchTrainable, {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
+    trainable = tune.with_parameters(SearchTrainable, tracking=tracking)
+    return tune.with_resources(trainable, {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
 
 
 def _reporter(exp: ExperimentConfig) -> Any:
@@ -112,8 +146,10 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
     from ray.tune.schedulers import ASHAScheduler
 
     out = Path(out).resolve()
+    tracking = start_tracking(exp, out, yaml_text)
     out.mkdir(parents=True, exist_ok=True)
-    (out / STATE_FILE).write_text(json.dumps({"experiment": dataclasses.asdict(exp), "yaml": yaml_text}, indent=2))
+    (out / STATE_FILE).write_text(json.dumps({"experiment": dataclasses.asdict(exp), "yaml": yaml_text,
+                                              "tracking": tracking}, indent=2))
     init_ray(address)
     metric, mode = _objective(exp)
     scheduler = None
@@ -130,9 +166,9 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
                                else exp.max_concurrent_trials or None),
         reuse_actors=True,
         trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
-    tuner = tune.Tuner(_trainable(exp), param_space=param_space(exp), tune_config=tune_config,
+    tuner = tune.Tuner(_trainable(exp, tracking), param_space=param_space(exp), tune_config=tune_config,
                        run_config=_run_config(exp, out, verbose))
-    return write_summary(tuner.fit(), exp, out)
+    return write_summary(tuner.fit(), exp, out, tracking)
 
 
 def _run_config(exp: ExperimentConfig, out: Path, verbose: int = 1) -> Any:
@@ -146,12 +182,12 @@ def _run_config(exp: ExperimentConfig, out: Path, verbose: int = 1) -> Any:
         failure_config=tune.FailureConfig(max_failures=exp.max_failures))
 
 
-def load_state(out: str | Path) -> tuple[ExperimentConfig, str | None]:
+def load_state(out: str | Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     path = Path(out) / STATE_FILE
     if not path.is_file():
         raise ConfigError(f"{out} is not a raynas experiment directory (no {STATE_FILE}); pass the --out of a run")
     state = json.loads(path.read_text())
-    return _build(ExperimentConfig, state["experiment"]), state.get("yaml")
+    return _build(ExperimentConfig, state["experiment"]), state
 
 
 def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[str, Any]:
@@ -159,19 +195,40 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
     from ray import tune
 
     out = Path(out).resolve()
-    exp, _ = load_state(out)
+    exp, state = load_state(out)
     path = Path(exp.storage_path or out / "ray_results") / exp.name
     if not tune.Tuner.can_restore(str(path)):
         raise ConfigError(f"nothing to resume under {path} (no Tune experiment state)")
+    old = state.get("tracking")
+    tracking = start_tracking(exp, out, state.get("yaml"), old["parent_run_id"]) if old else None
     init_ray(address)
-    tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp), resume_unfinished=True, resume_errored=True)
-    return write_summary(tuner.fit(), exp, out)
+    tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking), resume_unfinished=True,
+                               resume_errored=True)
+    return write_summary(tuner.fit(), exp, out, tracking)
 
 
-def write_summary(grid: Any, exp: ExperimentConfig, out: Path) -> dict[str, Any]:
+def write_summary(grid: Any, exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
     metric, mode = _objective(exp)
     trials = [summarise(r) for r in grid]
     summary = {"experiment": exp.name, "objective": {"metric": metric, "mode": mode}, "trials": trials}
+    if tracking:
+        from raynas.tracking import finish_run, sync
+
+        pending = 0
+        for d in sorted(Path(tracking["pending_root"]).glob("*")):  # deliver what trials could not send
+            try:
+                pending += sync(d).get("remaining", 0)
+            except Exception:
+                pending += 1
+        try:
+            finish_run(tracking["uri"], tracking["parent_run_id"])
+        except Exception:
+            pending += 1
+        summary["tracking"] = {"uri": tracking["uri"], "experiment": exp.name,
+                               "parent_run_id": tracking["parent_run_id"], "pending": pending}
+        if pending:
+            print(f"raynas: {pending} MLflow operations are pending; deliver them with `raynas sync {out}`")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print_table(trials, metric, mode)
     return summary
