@@ -240,8 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     from raynas.genotype_cmd import register as register_genotype
     from raynas.retrain import register as register_retrain
 
+    from raynas import report
+
     register_genotype(sub)
     register_retrain(sub)
+    report.register(sub)
 
     m = sub.add_parser("methods", help="list search methods and spaces")
     m.set_defaults(func=cmd_methods)

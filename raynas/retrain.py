@@ -414,7 +414,9 @@ def genotypes_from_search(search_out_dir: str | Path, top_k: int = 1, objective:
         if key in seen:
             continue
         seen.add(key)
-        meta = {k: t.get(k) for k in ("trial_id", "method", "space", "dataset", "seed", "status", "epochs")}
+        meta = {k: t.get(k) for k in ("trial_id", "method", "space", "dataset", "seed", "status", "epochs",
+                                      "mlflow_run_id")}
+        meta["tracking_uri"] = (summary.get("tracking") or {}).get("uri") if isinstance(summary, dict) else None
         out.append((space, key[1], {**meta, "objective": objective, "value": v, "summary": str(path.resolve())}))
         if len(out) == top_k:
             break
@@ -422,6 +424,39 @@ def genotypes_from_search(search_out_dir: str | Path, top_k: int = 1, objective:
 
 
 # ----------------------------------------------------------------------------------------- Ray runs
+
+def track_retrain(entries: list[dict[str, Any]], uri: str) -> dict[str, Any]:
+    """Log each retrain trial into its own MLflow run (per-epoch metrics from the trial's results),
+    tag it ``raynas.search_run_id``, and write ``retrain.test_acc`` (mean over seeds) back onto the
+    search run, so one UI column compares searched and retrained quality."""
+    from raynas.tracking import TrialTracker, log_metric_on
+
+    runs, by_search = [], {}
+    for e in entries:
+        search = e.get("search") or {}
+        search_run = search.get("mlflow_run_id")
+        tracker = TrialTracker(uri, "retrain", f"retrain/{e['space']}/{e['dataset']}/{e['seed']}",
+                               params={"space": e["space"], "dataset": e["dataset"], "seed": e["seed"],
+                                       "genotype": e["genotype"]},
+                               tags={"space": e["space"], "dataset": e["dataset"], "seed": e["seed"],
+                                     "genotype": e["genotype"], "raynas.search_run_id": search_run or "",
+                                     "raynas.kind": "retrain"},
+                               pending_dir=Path(e["path"]) / "mlflow_pending")
+        result_file = Path(e["path"]) / "result.json"
+        lines = result_file.read_text().splitlines() if result_file.is_file() else []
+        for line in lines:
+            r = json.loads(line)
+            tracker.log_epoch({k: v for k, v in r.items() if k in ("test_acc", "train_acc", "train_loss", "lr",
+                                                                     "epoch_time", "params_m", "best_test_acc")},
+                              step=r.get("epoch", r.get("training_iteration", 0)))
+        tracker.finish(e["status"], e.get("error"))
+        runs.append(tracker.run_id)
+        if search_run and e["test_acc"] is not None:
+            by_search.setdefault(search_run, []).append(e["test_acc"])
+    for run_id, accs in by_search.items():
+        log_metric_on(uri, run_id, "retrain.test_acc", sum(accs) / len(accs))
+    return {"uri": uri, "runs": runs, "search_runs": sorted(by_search)}
+
 
 def _entry(result: Any) -> dict[str, Any]:
     """One ``retrain_summary.json`` trial entry from a Tune ``Result``."""
@@ -466,7 +501,7 @@ def aggregate(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: list[int], out: str | Path,
                 epochs: int | None = None, overrides: dict[str, Any] | None = None,
                 resources: dict[str, float] | None = None, *, address: str | None = None,
-                max_failures: int = 1, verbose: int = 1) -> dict[str, Any]:
+                max_failures: int = 1, verbose: int = 1, tracking_uri: str | None = None) -> dict[str, Any]:
     """Retrain every (genotype, seed) pair as a Tune trial (``tune.grid_search``); write and return
     ``OUT/retrain_summary.json``.
 
@@ -512,6 +547,8 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
             failure_config=tune.FailureConfig(max_failures=max_failures)))
     entries = [_entry(r) for r in tuner.fit()]
     summary = {"experiment": "retrain", "trials": entries, "genotypes": aggregate(entries)}
+    if tracking_uri is not None:
+        summary["tracking"] = track_retrain(entries, tracking_uri)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
@@ -552,8 +589,17 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
         if gpus > torch.cuda.device_count():
             raise ConfigError(f"{gpus} GPUs per trial requested but {torch.cuda.device_count()} are visible")
+    uri = args.tracking_uri or (genotypes[0][2] or {}).get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
+        from raynas.tracking import default_tracking_uri
+        uri = default_tracking_uri()
+    if uri.lower() == "none":
+        uri = None
+    else:
+        from raynas.tracking import check_reachable
+        check_reachable(uri)
     summary = run_retrain(genotypes, _seeds(args.seeds), args.out, args.epochs, overrides,
-                          {"cpu": cpus, "gpu": gpus}, address=args.address)
+                          {"cpu": cpus, "gpu": gpus}, address=args.address, tracking_uri=uri)
     print(f"\n{'space':<7}{'dataset':<15}{'seed':>5}  {'status':<10}{'ep':>5}{'test_acc':>10}{'params':>9}  genotype")
     for t in summary["trials"]:
         acc = "-" if t["test_acc"] is None else f"{t['test_acc']:.2f}"
@@ -592,5 +638,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=float, help="CPUs per trial (default: all)")
     p.add_argument("--gpus", type=float, help="GPUs per trial, fractional allowed (default: 0)")
     p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    p.add_argument("--tracking-uri", dest="tracking_uri",
+                   help="MLflow URI (default: the search's, else $MLFLOW_TRACKING_URI or ./mlflow.db; none: off)")
     p.set_defaults(func=cmd_retrain)
     return p

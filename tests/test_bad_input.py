@@ -8,8 +8,9 @@ import ray
 from raynas.cli import main
 
 NB201_OK = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
-DARTS_BAD_INPUT = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 4),"
-                   " ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)],"
+DARTS_BAD_INPUT = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0),"
+                   " ('sep_conv_3x3', 4), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0),"
+                   " ('dil_conv_3x3', 2)],"
                    " normal_concat=range(2, 6), reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2),"
                    " ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2),"
                    " ('max_pool_3x3', 1)], reduce_concat=range(2, 6))")

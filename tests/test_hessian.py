@@ -8,7 +8,7 @@ import torch
 
 from raynas.config import resolve
 from trials.bilevel import Search
-from trials.hessian import dominant_eigenvalue, power_iteration
+from trials.hessian import HESSIAN_STREAM, dominant_eigenvalue, power_iteration
 
 
 def quadratic_hvp(A: torch.Tensor):
@@ -66,3 +66,19 @@ def test_dominant_eigenvalue_tiny_nb201(search):
     after = search.net.state_dict()
     assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
     assert search.net.training
+
+
+def test_dominant_eigenvalue_is_the_largest_of_the_full_hessian(search):
+    """30 alphas: 30 Lanczos steps span the space, so the estimate equals max eigvalsh of the full Hessian
+    (built row by row, as RobustDARTS does) -- the largest algebraic eigenvalue, not the largest magnitude."""
+    state = {k: v.clone() for k, v in search.net.state_dict().items()}
+    params = search.method.arch_parameters(search.net)
+    x, y = next(search.a_stream.epoch(search._generator(HESSIAN_STREAM)))
+    loss, _ = search.method.loss(search, x, y, search.method.edge_weights(search.net), "arch")
+    (g,) = torch.autograd.grad(loss, params, create_graph=True)
+    g = g.reshape(-1)
+    H = torch.stack([torch.autograd.grad(g[i], params, retain_graph=True)[0].reshape(-1) for i in range(len(g))])
+    search.net.load_state_dict(state)
+    eig = torch.linalg.eigvalsh((H + H.T).double() / 2)
+    lam = dominant_eigenvalue(search, batches=1, iters=len(g), tol=0.0)
+    assert lam == pytest.approx(eig[-1].item(), rel=1e-3, abs=1e-6)

@@ -254,10 +254,23 @@ def local_ray():
 
 
 def test_run_retrain_through_ray(tmp_path, local_ray):
-    meta = {"trial_id": "abc", "method": "darts", "dataset": "digits", "seed": 7, "value": 50.0}
+    from mlflow import MlflowClient
+
+    from raynas.tracking import ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    search_run = client.create_run(ensure_experiment(uri, "search")).info.run_id
+    meta = {"trial_id": "abc", "method": "darts", "dataset": "digits", "seed": 7, "value": 50.0,
+            "mlflow_run_id": search_run}
     summary = run_retrain([("darts", V2, meta)], seeds=[0, 1], out=tmp_path, epochs=1,
                           overrides={k: v for k, v in TINY.items() if k != "dataset"},
-                          resources={"cpu": 1, "gpu": 0}, verbose=0)
+                          resources={"cpu": 1, "gpu": 0}, verbose=0, tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("retrain").experiment_id])
+    assert len(runs) == 2 and {r.data.tags["raynas.search_run_id"] for r in runs} == {search_run}
+    assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in runs)
+    mean = sum(r.data.metrics["test_acc"] for r in runs) / 2
+    assert client.get_run(search_run).data.metrics["retrain.test_acc"] == pytest.approx(mean)
     on_disk = json.loads((tmp_path / "retrain_summary.json").read_text())
     assert on_disk["trials"] == json.loads(json.dumps(summary["trials"], default=str))
     trials = sorted(on_disk["trials"], key=lambda t: t["seed"])

@@ -81,7 +81,11 @@ def dominant_eigenvalue(search: Search, batches: int = 2, iters: int = 20, tol: 
     devices = [search.device] if search.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(search.cfg.seed * 1_000_003 + search.epoch)
+            seed = search.cfg.seed * 1_000_003 + search.epoch
+            torch.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it also seeds CUDA
+            if devices:
+                with torch.cuda.device(search.device):
+                    torch.cuda.manual_seed(seed)
             net.train()
             loss = sum(method.loss(search, x, y, method.edge_weights(net), "arch")[0] for x, y in data) / len(data)
             grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
