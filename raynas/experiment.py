@@ -55,6 +55,7 @@ class ExperimentConfig:
     name: str = "experiment"
     grid: GridConfig = field(default_factory=GridConfig)
     fixed: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, list] = field(default_factory=dict)  # more grid axes: dotted key -> values (e.g. model.drop_path)
     tune: TuneBlock | None = None
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -103,7 +104,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
     ``tune.num_samples``, ...) when they name one of its fields, otherwise into ``fixed`` (and a
     grid axis set this way, e.g. ``dataset=digits``, replaces that axis)."""
     data = load_yaml(path) if path else {}
-    exp_fields = {"name", "grid", "fixed", "tune", "resources", "scheduler", "max_concurrent_trials",
+    exp_fields = {"name", "grid", "fixed", "sweep", "tune", "resources", "scheduler", "max_concurrent_trials",
                   "max_failures", "checkpoint_keep", "storage_path", "tracking_uri"}
     for key, value in (overrides or {}).items():
         if key in exp_fields:
@@ -119,6 +120,9 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
     for axis in GRID_AXES:
         if not getattr(exp.grid, axis):
             raise ConfigError(f"grid.{axis} is empty")
+    for key, values in exp.sweep.items():
+        if not values:
+            raise ConfigError(f"sweep.{key} is empty")
     if exp.tune is not None:
         _check_tune(exp.tune)
     if exp.scheduler.type not in ("fifo", "asha"):
@@ -133,9 +137,13 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
 def trial_overrides(exp: ExperimentConfig) -> list[dict[str, Any]]:
     """The user overrides of every grid point (tuned fields at a mid value, for validation)."""
     out = []
-    for method, space, dataset, seed in itertools.product(*(getattr(exp.grid, a) for a in GRID_AXES)):
+    sweep_keys = list(exp.sweep)
+    for *axes, swept in itertools.product(*(getattr(exp.grid, a) for a in GRID_AXES),
+                                          itertools.product(*exp.sweep.values())):
+        method, space, dataset, seed = axes
         over = _deep_merge(copy.deepcopy(exp.fixed), {"method": method, "space": space, "dataset": dataset,
                                                       "seed": seed})
+        over = _deep_merge(over, _unflatten(dict(zip(sweep_keys, swept))))
         if exp.tune is not None:
             over = _deep_merge(over, _unflatten({k: _example(v) for k, v in exp.tune.space.items()}))
         out.append(over)
@@ -161,6 +169,9 @@ def param_space(exp: ExperimentConfig) -> dict[str, Any]:
             space[axis] = values[0]
         else:
             space[axis] = tune.choice(values) if exp.tune is not None else tune.grid_search(values)
+    for key, values in exp.sweep.items():
+        space = _deep_merge(space, _unflatten({key: tune.grid_search(list(values)) if exp.tune is None
+                                               else tune.choice(list(values))}))
     if exp.tune is not None:
         tuned = {}
         for key, spec in exp.tune.space.items():
