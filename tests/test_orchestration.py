@@ -196,3 +196,47 @@ def test_two_node_cluster_on_loopback(tmp_path):
         assert len({t["node_id"] for t in trials}) == 2
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, timeout=120, capture_output=True)
+
+
+def _kill_node(ip: str) -> int:
+    """SIGKILL every Ray process of the node at ``ip`` (both nodes share this host, so no `ray stop`)."""
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
+    pids = [int(line.split()[0]) for line in out.splitlines()[1:] if f"node-ip-address={ip}" in line
+            or f"node_ip_address={ip}" in line]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)
+
+
+def test_lost_worker_node_trials_finish_on_the_head(tmp_path):
+    env = {**ENV, "RAY_AUTH_MODE": "token", "RAY_worker_register_timeout_seconds": "600"}
+    port = _free_port()
+    ray = str(BIN / "ray")
+    common = ["--memory=3000000000", "--object-store-memory=300000000", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}", "--num-cpus=2",
+                        "--include-dashboard=false", *common], env=env, check=True, timeout=300, capture_output=True)
+        subprocess.run([ray, "start", f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3", "--num-cpus=2",
+                        *common], env=env, check=True, timeout=300, capture_output=True)
+        exp = experiment(tmp_path, "lost", {"method": ["darts"], "seed": [0, 1, 2, 3]})
+        out = tmp_path / "out"
+        job = subprocess.Popen([str(BIN / "raynas"), "run", str(exp), "--out", str(out), "--address",
+                                f"127.0.0.2:{port}", "--set", "epochs=6"], env=env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def worker_busy():
+            for lines in results(out, "lost").values():
+                if lines and lines[-1].get("node_ip") == "127.0.0.3" and lines[-1]["training_iteration"] >= 2:
+                    return True
+            return None
+        wait_for(worker_busy, 400, "a trial with two epochs done on the worker node")
+        assert _kill_node("127.0.0.3") > 0  # the worker node is lost
+        assert job.wait(timeout=900) == 0
+        trials = json.loads((out / "summary.json").read_text())["trials"]
+        assert len(trials) == 4 and all(t["status"] == "completed" and t["epochs"] == 6 for t in trials)
+        assert {t["node_ip"] for t in trials} == {"127.0.0.2"}  # the lost node's trials finished on the head
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, timeout=120, capture_output=True)
