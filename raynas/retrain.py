@@ -159,16 +159,6 @@ class RetrainDiverged(RuntimeError):
         self.epoch = epoch
 
 
-def _device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
-    return torch.device(name)
-
-
 class Retrain:
     """State and loop of one retraining (one Tune trial): ``run_epoch`` trains on the whole train
     split and evaluates on the test split; ``save``/``load`` at epoch boundaries resume bit-exactly."""
@@ -183,7 +173,9 @@ class Retrain:
 
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # weight init; everything random later is seeded per epoch
-        self.device = _device(cfg.device)
+        from trials.bilevel import resolve_device
+
+        self.device = resolve_device(cfg.device)
         d = self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
         self.genotype = search_spaces.parse_genotype(cfg.space, cfg.genotype)
         if cfg.space == "nb201":
