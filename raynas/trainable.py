@@ -30,10 +30,10 @@ def nb201_headline(row: dict[str, Any] | None, dataset: str) -> dict[str, float]
 
 
 def _node() -> dict[str, str]:
-    try:
-        return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
-    except Exception:  # outside Ray (direct use in tests)
+    """Ray's node id and IP of this trial (empty outside Ray; never starts a Ray instance)."""
+    if not ray.is_initialized():
         return {"node_id": "", "node_ip": ""}
+    return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
 
 
 class SearchTrainable(tune.Trainable):

@@ -25,6 +25,8 @@ def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
     assert again.search.epoch == 1
     t.stop()
     again.stop()
+    import ray
+    assert not ray.is_initialized()  # a trainable used outside Tune starts no Ray instance
 
 
 def test_collapse_stop_and_divergence_statuses():
