@@ -28,6 +28,7 @@ def measure(method: str, space: str, reps: int, device: str) -> dict:
 
     from raynas.config import resolve
     from raynas.data import Dataset
+    from trials import cuda_graph
     from trials.bilevel import Search
 
     cfg = resolve({"method": method, "space": space, "dataset": "cifar10", "device": device,
@@ -42,16 +43,16 @@ def measure(method: str, space: str, reps: int, device: str) -> dict:
     s.method.on_epoch_start(s, 0)
     x, y = next(iter(s.w_stream.epoch(s._generator(0))))
     xa, ya = next(iter(s.a_stream.epoch(s._generator(1))))
+    step = cuda_graph.iteration(s, update_arch=True)  # what a search epoch runs (a CUDA graph on GPUs)
     times = []
-    for i in range(reps + 1):
+    for i in range(-1, reps + 1):
         if s.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        s.method.arch_step(s, x, y, xa, ya)
-        s.weight_step(x, y)
+        step(x, y, xa, ya)
         if s.device.type == "cuda":
             torch.cuda.synchronize()
-        if i:  # the first iteration warms up allocators and kernels
+        if i > 0:  # two warm-up iterations: allocators, kernels, the CUDA graph's recording
             times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     peak = (torch.cuda.max_memory_allocated() if s.device.type == "cuda"

@@ -108,6 +108,7 @@ class SearchConfig:
     eval_batches: int | None = None  # batches of the alpha split evaluated per epoch; None = all
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     channels_last: bool = False
+    cuda_graphs: bool = True         # on CUDA: replay each epoch's iterations from a CUDA graph (same numbers)
     nb201_table: str | None = None   # compact NB201 CSV; each epoch's genotype is looked up when set
     hessian_every: int = 0           # every E epochs: dominant eigenvalue of the val-loss Hessian in alpha (0: off)
     hessian_batches: int = 2

@@ -36,6 +36,9 @@ def patch_mask(shape: torch.Size, patch: int, ratio: float, generator: torch.Gen
 
 
 class MaskedImageModelling(Darts):
+    #: masks come from the method's own generator and the reconstruction loss is read each step: eager
+    graphable = False
+
     def prepare(self, search: Search) -> None:
         super().prepare(search)
         cfg, data, net = self.cfg, search.data, search.net

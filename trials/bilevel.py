@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import search_spaces
 from raynas.config import SearchConfig
 from raynas.data import BatchStream, Dataset, load_dataset, split_indices
+from trials import cuda_graph
 
 if TYPE_CHECKING:
     from trials.darts import Darts
@@ -81,6 +82,8 @@ class Search:
         self.method: Darts = build_method(cfg)
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and not torch.backends.cudnn.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
         self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
         self.net = self.method.build_supernet(self.data).to(self.device)
         if cfg.channels_last:
@@ -90,7 +93,8 @@ class Search:
         self.w_opt = torch.optim.SGD(self.method.weight_param_groups(self.net), lr=o.lr, momentum=o.momentum,
                                      weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0)
         self.a_opt = torch.optim.Adam(self.method.arch_parameters(self.net), lr=a.lr,
-                                      betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
+                                      betas=(a.beta1, a.beta2), weight_decay=a.weight_decay,
+                                      capturable=cuda_graph.use_graphs(self))
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=cfg.epochs, eta_min=o.lr_min)
         w_idx, a_idx = split_indices(len(self.data.train_y), cfg.train_portion)
         d = self.data
@@ -105,6 +109,7 @@ class Search:
             self.table = NB201Table.load(cfg.nb201_table)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self.iteration: Any = None  # this epoch's step function (a cuda_graph.Graphed on GPUs)
 
     @property
     def supernet(self) -> nn.Module:
@@ -163,6 +168,7 @@ class Search:
                 op.drop_prob = cfg.model.drop_path * e / cfg.epochs
         self.net.train()
         update_arch = self.method.arch_active(e)
+        self.iteration = iteration = cuda_graph.iteration(self, update_arch)  # a CUDA graph per epoch if possible
         a_gen = self._generator(1)
         a_iter = self.a_stream.epoch(a_gen)
         sums = torch.zeros(4, device=self.device)  # w_loss, w_correct, a_loss, a_correct (no per-step sync)
@@ -179,11 +185,13 @@ class Search:
                     a_iter = self.a_stream.epoch(a_gen)
                     xa, ya = next(a_iter)
                 xa = self._input(xa)
-                a_loss, a_logits = self.method.arch_step(self, x, y, xa, ya)
+            else:
+                xa, ya = x, y
+            a_loss, a_logits, loss, logits = iteration(x, y, xa, ya)
+            if update_arch:
                 sums[2] += a_loss * len(ya)
                 sums[3] += (a_logits.argmax(1) == ya).sum()
                 n_a += len(ya)
-            loss, logits = self.weight_step(x, y)
             sums[0] += loss * len(y)
             sums[1] += (logits.argmax(1) == y).sum()
             n_w += len(y)
@@ -228,15 +236,21 @@ class Search:
             return None, None
         self.net.eval()
         weights = self.method.genotype_weights(self.net)
-        loss_sum, correct, n = 0.0, 0, 0
+
+        def forward(x: torch.Tensor) -> tuple[torch.Tensor]:
+            return (self.net(self._input(x), weights),)
+
+        forward = cuda_graph.Graphed(forward, "evaluation forward") if cuda_graph.use_graphs(self) else forward
+        sums, n = torch.zeros(2, dtype=torch.float64, device=self.device), 0  # loss, correct (no per-batch sync)
         for i, (x, y) in enumerate(self.eval_stream.epoch(self._generator(2))):
             if self.cfg.eval_batches is not None and i >= self.cfg.eval_batches:
                 break
-            logits = self.net(self._input(x), weights)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
+            (logits,) = forward(x)
+            sums[0] += F.cross_entropy(logits, y, reduction="sum")
+            sums[1] += (logits.argmax(1) == y).sum()
             n += len(y)
         self.net.train()
+        loss_sum, correct = sums.tolist()
         return (loss_sum / n, 100.0 * correct / n) if n else (None, None)
 
     # ------------------------------------------------------------------------ architecture view

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 class Darts:
     """DARTS first order: alpha -> softmax edge weights, cross-entropy, Adam step on the val batch."""
 
+    #: the steps never wait on the host, so an epoch's iterations can replay from a CUDA graph
+    graphable = True
+
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
 

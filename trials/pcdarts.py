@@ -22,13 +22,18 @@ if TYPE_CHECKING:
 
 
 def edge_normalised(weights: torch.Tensor, beta: torch.Tensor, targets: list[int]) -> torch.Tensor:
-    """``weights * softmax(beta over the edges entering the same node)[:, None]``."""
-    target = torch.as_tensor(targets, device=beta.device)
-    norm = torch.empty_like(beta)
+    """``weights * softmax(beta over the edges entering the same node)[:, None]``.
+
+    Indexed with Python ints only: no index tensor crosses to the device and nothing waits on the host,
+    so the step can be recorded in a CUDA graph.
+    """
+    norm: list[torch.Tensor] = [beta[0]] * len(targets)
     for node in sorted(set(targets)):
-        rows = target == node
-        norm[rows] = torch.softmax(beta[rows], dim=0)
-    return weights * norm[:, None]
+        rows = [i for i, t in enumerate(targets) if t == node]
+        soft = torch.softmax(torch.stack([beta[i] for i in rows]), dim=0)
+        for j, i in enumerate(rows):
+            norm[i] = soft[j]
+    return weights * torch.stack(norm)[:, None]
 
 
 class EdgeNormalisation(Darts):
