@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 class Dirichlet(Darts):
     op_mask: dict[str, torch.Tensor]  # set by Progressive after pruning: which ops are still alive
 
+    #: torch's Dirichlet sampler advances the CUDA RNG in a way graph capture rejects: eager steps
+    graphable = False
+
     def concentration(self, alpha: torch.Tensor) -> torch.Tensor:
         return F.elu(alpha) + 1.0
 
