@@ -238,12 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_bench_nb201)
 
     from raynas.genotype_cmd import register as register_genotype
+    from raynas.nar.cli import register as register_rank
     from raynas.retrain import register as register_retrain
 
     from raynas import report
 
     register_genotype(sub)
     register_retrain(sub)
+    register_rank(sub)
     report.register(sub)
 
     m = sub.add_parser("methods", help="list search methods and spaces")

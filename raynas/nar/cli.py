@@ -1,0 +1,233 @@
+"""``raynas rank``: train and evaluate NAR over seeds (default action ``train``), or search with it (``search``).
+
+Progress goes to stderr; with ``--json`` the last stdout line is one JSON object (train/search: means over
+seeds; tune/--ray: the experiment summary). ``--ray`` and ``tune`` run tracked ``NARTrainable`` trials
+(``raynas.nar.experiment``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raynas.config import ConfigError, parse_set
+
+DEFAULT_BUDGET = 250  # the paper's 50 search iterations x top-5 lookups
+TRAIN_KEYS = ("kendall_tau", "spearman_rho", "precision_at_top_5pct", "kendall_tau_valid", "spearman_rho_valid",
+              "precision_at_top_5pct_valid")
+SEARCH_KEYS = ("best_test_acc", "best_valid_acc", "best_test_acc_oracle", "rank", "percentile", "queries",
+               "search_queries")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("rank", help="NAR: train/evaluate the Neural Architecture Ranker, search or tune it",
+                              description="Train NAR on a benchmark table and report Kendall's tau, Spearman's rho "
+                                          "and precision@top-5% on held-out architectures (action train), run its "
+                                          "tier-guided sampling search (search), or run a NAR experiment file with "
+                                          "an Optuna tune: block as tracked Ray Tune trials (tune).")
+    p.add_argument("action", nargs="?", choices=("train", "search", "tune"), default="train",
+                   help="train (default): train and evaluate; search: then search with the trained ranker; "
+                        "tune: run EXPERIMENT")
+    p.add_argument("experiment", nargs="?", help="tune: NAR experiment YAML (e.g. experiments/nar_nb201.yaml)")
+    p.add_argument("--bench", choices=("nb201", "nb101"))
+    p.add_argument("--table", help="benchmark CSV (NB201: `raynas bench nb201 export ... --to nb201.csv`)")
+    p.add_argument("--dataset", help="NB201: cifar10 (default), cifar100, imagenet16")
+    p.add_argument("--train-frac", type=float, dest="train_frac",
+                   help="training share of the table (default: the paper's 1000 NB201 / 4236 NB101 archs)")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (results are means; default 0)")
+    p.add_argument("--epochs", type=int, help="default: the paper's 55 (NB201) / 35 (NB101)")
+    p.add_argument("--budget", type=int, help=f"search: benchmark queries of the search (default {DEFAULT_BUDGET})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any NARConfig field (tune: also experiment fields, e.g. tune.num_samples=4)")
+    p.add_argument("--out", help="write rank.json and predicted-vs-true rank scatter PNGs here (tune, --ray: the "
+                                 "Ray results, summary.json; default runs/rank)")
+    p.add_argument("--ray", action="store_true", help="one tracked Ray Tune trial (NARTrainable) per seed")
+    p.add_argument("--cpus", type=float, default=1.0, help="CPUs per trial with --ray")
+    p.add_argument("--tracking-uri", dest="tracking_uri",
+                   help="--ray/tune: MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db; "
+                        "none: off)")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.set_defaults(func=cmd_rank)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds needs at least one seed and no repeats, got {text!r}")
+    return seeds
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """NARConfig overrides from the flags (``--set`` last); ``table`` made absolute."""
+    over: dict[str, Any] = {}
+    for key in ("bench", "table", "dataset", "train_frac", "epochs"):
+        if getattr(args, key) is not None:
+            over[key] = getattr(args, key)
+    if over.get("table"):
+        over["table"] = str(Path(over["table"]).expanduser().resolve())
+    if args.action == "search":
+        over["budget"] = DEFAULT_BUDGET if args.budget is None else args.budget
+    elif args.budget is not None:
+        over["budget"] = args.budget
+        if args.action == "train":
+            raise ConfigError("--budget applies to `raynas rank search` (or `tune`)")
+    over.update(parse_set(args.set))
+    return over
+
+
+def configs(args: argparse.Namespace) -> list:
+    """One validated ``NARConfig`` per seed."""
+    from raynas.nar.train import resolve_nar
+
+    over = _flag_overrides(args)
+    return [resolve_nar({**over, "seed": s}) for s in _seeds(args.seeds or "0")]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_local(cfgs: list, out: Path | None = None) -> list[dict[str, Any]]:
+    """Every seed in this process, the table loaded once."""
+    from raynas.nar.data import load_bench
+    from raynas.nar.search import tier_search
+    from raynas.nar.train import NARRun
+
+    c0 = cfgs[0]
+    data = load_bench(c0.bench, c0.table, c0.dataset, c0.scale_features)
+    results = []
+    for cfg in cfgs:
+        run = NARRun(cfg, data)
+        for _ in range(cfg.epochs):
+            m = run.run_epoch()
+            _log(f"[seed {cfg.seed}] epoch {m['epoch']}/{cfg.epochs} loss {m['loss']:.4f} val_tier_acc "
+                 f"{m['val_tier_acc']:.3f} val_tau {m['val_kendall_tau']:.3f} ({m['time_s']:.1f} s)")
+        res = {"seed": cfg.seed, **run.evaluate(scatter=out / f"scatter_seed{cfg.seed}.png" if out else None)}
+        if cfg.budget > 0:
+            res.update(tier_search(run))
+        results.append(res)
+    return results
+
+
+def experiment(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The NAR experiment to run through Ray: the file of ``rank tune``, or one trial per seed from the flags."""
+    from raynas.nar.experiment import load_nar_experiment
+
+    over = _flag_overrides(args)
+    if args.seeds:
+        over["seed"] = _seeds(args.seeds)
+    if args.tracking_uri:
+        over["tracking_uri"] = args.tracking_uri
+    if args.action == "tune":
+        if not args.experiment:
+            raise ConfigError("rank tune needs an experiment file, e.g. raynas rank tune experiments/nar_nb201.yaml")
+        path = Path(args.experiment)
+        if not path.is_file():
+            raise ConfigError(f"experiment file {path} does not exist")
+        return load_nar_experiment(path, over), path.read_text()
+    if args.experiment:
+        raise ConfigError(f"an experiment file is only read by `raynas rank tune`, got {args.experiment!r}")
+    over.setdefault("bench", "nb201")
+    return load_nar_experiment(None, {**over, "name": f"rank_{over['bench']}",
+                                      "resources": {"cpu": args.cpus, "gpu": 0.0}}), None
+
+
+def summarize(action: str, cfgs: list, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over seeds; for a search, ``best_arch`` is the architecture found by most seeds (then best test)."""
+    keys = TRAIN_KEYS + (SEARCH_KEYS if action == "search" else ())
+    per_seed = [{k: r[k] for k in ("seed", *keys, "best_arch", "best_cell", "optimum_test_acc", "n_train", "n_val",
+                                   "n_heldout", "best_epoch") if k in r} for r in results]
+    s: dict[str, Any] = {"action": action, "bench": cfgs[0].bench, "dataset": cfgs[0].dataset,
+                         "seeds": [c.seed for c in cfgs], "epochs": cfgs[0].epochs}
+    s.update({k: float(np.mean([r[k] for r in results])) for k in keys if all(k in r for r in results)})
+    s.update({f"{k}_std": float(np.std([r[k] for r in results])) for k in ("kendall_tau", "best_test_acc")
+              if k in s})
+    if action == "search" and all("best_arch" in r for r in results):
+        counts = Counter(r["best_arch"] for r in results)
+        s["best_arch"] = max(results, key=lambda r: (counts[r["best_arch"]], r["best_test_acc"]))["best_arch"]
+        s["optimum_test_acc"] = results[0]["optimum_test_acc"]
+    s["per_seed"] = per_seed
+    return s
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from raynas.nar.data import require_table
+
+    if args.ray or args.action == "tune":
+        return cmd_rank_ray(args)
+    if args.experiment:
+        raise ConfigError(f"an experiment file is only read by `raynas rank tune`, got {args.experiment!r}")
+    cfgs = configs(args)
+    require_table(cfgs[0].bench, cfgs[0].table)
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    results = run_local(cfgs, out)
+    for r in results:
+        line = (f"seed {r['seed']}: kendall_tau {r['kendall_tau']:.4f}  spearman_rho {r['spearman_rho']:.4f}  "
+                f"precision@top-5% {r['precision_at_top_5pct']:.3f}  (vs validation accuracy: tau "
+                f"{r['kendall_tau_valid']:.4f}; train {r['n_train']}, val {r['n_val']}, held-out {r['n_heldout']})")
+        if args.action == "search" and "best_arch" in r:
+            line += (f"\n  best {r['best_arch']} test {r['best_test_acc']:.2f} (valid {r['best_valid_acc']:.2f}), "
+                     f"rank {r['rank']} (top {r['percentile']:.4f}%), {r['queries']} queries "
+                     f"({r['search_queries']} in the search)")
+        print(line)
+    s = summarize(args.action, cfgs, results)
+    print(f"mean over seeds {','.join(map(str, s['seeds']))}: kendall_tau {s['kendall_tau']:.4f}  spearman_rho "
+          f"{s['spearman_rho']:.4f}  precision@top-5% {s['precision_at_top_5pct']:.3f}"
+          + (f"  best_test_acc {s['best_test_acc']:.2f}  top {s['percentile']:.4f}%  queries {s['queries']:.0f}"
+             if "best_test_acc" in s else ""))
+    if out:
+        (out / "rank.json").write_text(json.dumps(s, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(s))
+    return 0
+
+
+def cmd_rank_ray(args: argparse.Namespace) -> int:
+    """``rank tune FILE`` / ``rank --ray``: tracked NARTrainable trials; prints the summary's trials."""
+    from raynas.nar.experiment import run_nar_experiment
+
+    exp, yaml_text = experiment(args)
+    out = Path(args.out or f"runs/{exp.name}")
+    summary = run_nar_experiment(exp, out, yaml_text=yaml_text, verbose=0 if args.json else 1)
+    metric = summary["objective"]["metric"]
+    for t in summary["trials"]:
+        value = t.get(metric)
+        print(f"{t['bench']}/{t['dataset']}/seed{t['seed']} {t['status']} after {t['epochs']} epochs: {metric} "
+              f"{'-' if value is None else f'{value:.4f}'}, kendall_tau {t.get('kendall_tau', float('nan')):.4f}"
+              + (f", best {t['best_arch']} ({t['best_test_acc']:.2f})" if t.get("best_arch") else ""))
+    print(f"summary: {out / 'summary.json'}")
+    if args.json:  # the means over completed trials first (the keys of `rank --json`), then the summary
+        done = [t for t in summary["trials"] if t["status"] == "completed"]
+        means = {k: float(np.mean([t[k] for t in done])) for k in TRAIN_KEYS + SEARCH_KEYS
+                 if done and all(t.get(k) is not None for t in done)}
+        print(json.dumps({**means, "seeds": sorted(t["seed"] for t in done), **summary}, default=str))
+    return 0 if all(t["status"] != "error" for t in summary["trials"]) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry, ``python -m raynas.nar.cli rank ...``, with the errors of ``raynas.cli.main``."""
+    from raynas.cli import EXIT_USAGE, UsageError, _Parser
+
+    parser = _Parser(prog="raynas")
+    register(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except (UsageError, ConfigError) as e:
+        print(f"raynas: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
