@@ -25,7 +25,8 @@ test-slow: install
 
 bench: install
 	$(BIN)/pip install -q --no-deps xautodl==1.0.0
-	$(BIN)/python benchmarks/supernet_step.py
+	$(BIN)/python benchmarks/supernet_step.py --space nb201
+	$(BIN)/python benchmarks/tune_overhead.py
 
 lint: install
 	$(BIN)/ruff check raynas search_spaces trials tests benchmarks
