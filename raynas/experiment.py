@@ -99,6 +99,21 @@ def _check_tune(t: TuneBlock) -> None:
             raise ConfigError(f"tune.space.{key}: log scale needs low > 0, got {low}")
 
 
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None, exp_fields: set[str],
+                    rename: dict[str, str] | None = None) -> dict[str, Any]:
+    """``--set`` on an experiment: experiment fields replace, grid axes become one-value axes, anything
+    else is a fixed trial setting."""
+    for key, value in (overrides or {}).items():
+        key = (rename or {}).get(key, key)
+        if key in exp_fields:
+            data = _deep_merge(data, {key: value})
+        elif key in GRID_AXES:
+            data = _deep_merge(data, {"grid": {key: value if isinstance(value, list) else [value]}})
+        else:
+            data = _deep_merge(data, {"fixed": {key: value}})
+    return data
+
+
 def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read and validate an experiment file; ``--set`` keys go to the experiment (``name``,
     ``tune.num_samples``, ...) when they name one of its fields, otherwise into ``fixed`` (and a
@@ -106,13 +121,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
     data = load_yaml(path) if path else {}
     exp_fields = {"name", "grid", "fixed", "sweep", "tune", "resources", "scheduler", "max_concurrent_trials",
                   "max_failures", "checkpoint_keep", "storage_path", "tracking_uri"}
-    for key, value in (overrides or {}).items():
-        if key in exp_fields:
-            data = _deep_merge(data, {key: value})
-        elif key in GRID_AXES:
-            data = _deep_merge(data, {"grid": {key: value if isinstance(value, list) else [value]}})
-        else:
-            data = _deep_merge(data, {"fixed": {key: value}})
+    data = apply_overrides(data, overrides, exp_fields)
     exp = _build(ExperimentConfig, data)
     for key in ("data_dir", "nb201_table"):  # trials run in their own directories: make paths absolute
         if isinstance(exp.fixed.get(key), str):

@@ -16,6 +16,17 @@ from raynas.config import resolve
 
 CHECKPOINT_FILE = "search.pt"
 TRACKING_FILE = "tracking.json"
+
+
+def save_run_ref(checkpoint_dir: str, tracker: Any) -> None:
+    """Store the trial's MLflow run id beside its checkpoint, so a restored trial logs to the same run."""
+    if tracker is not None:
+        (Path(checkpoint_dir) / TRACKING_FILE).write_text(json.dumps({"run_ref": tracker.run_ref}))
+
+
+def load_run_ref(checkpoint_dir: str) -> str | None:
+    ref = Path(checkpoint_dir) / TRACKING_FILE
+    return json.loads(ref.read_text()).get("run_ref") if ref.is_file() else None
 #: NB201 table columns that are the headline numbers of a search on each dataset (valid, test)
 NB201_COLUMNS = {"cifar10": ("cifar10_valid", "cifar10_test"), "cifar100": ("cifar100_valid", "cifar100_test"),
                  "imagenet16-120": ("imagenet16_valid", "imagenet16_test")}
@@ -126,15 +137,12 @@ class SearchTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.search.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
-        if self.tracker is not None:
-            (Path(checkpoint_dir) / TRACKING_FILE).write_text(json.dumps({"run_ref": self.tracker.run_ref}))
+        save_run_ref(checkpoint_dir, self.tracker)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Restore; a corrupted or truncated file is reported by name and the previous checkpoint of
         the trial (``checkpoint_keep`` >= 2) is used instead."""
-        ref = Path(checkpoint_dir) / TRACKING_FILE
-        if ref.is_file():
-            self.run_ref = json.loads(ref.read_text()).get("run_ref")
+        self.run_ref = load_run_ref(checkpoint_dir) or self.run_ref
         path = Path(checkpoint_dir) / CHECKPOINT_FILE
         try:
             self.search.load(path)

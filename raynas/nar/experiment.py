@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from raynas.config import ConfigError, _build, _deep_merge, load_yaml
-from raynas.experiment import GRID_AXES, ExperimentConfig, _check_tune, param_space, trial_overrides
+from raynas.experiment import GRID_AXES, ExperimentConfig, _check_tune, apply_overrides, param_space, trial_overrides
 
 GRID_DEFAULTS = {"method": ["nar"], "space": ["nb201"], "dataset": ["cifar10"], "seed": [0]}
 #: per-epoch results a tune.metric / scheduler can use (the final ones exist only at the last epoch)
@@ -46,14 +46,7 @@ def load_nar_experiment(path: str | Path | None, overrides: dict[str, Any] | Non
 
     data = _deep_merge({"name": "nar", "grid": GRID_DEFAULTS}, load_yaml(path) if path else {})
     exp_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    for key, value in (overrides or {}).items():
-        key = "space" if key == "bench" else key
-        if key in exp_fields:
-            data = _deep_merge(data, {key: value})
-        elif key in GRID_AXES:
-            data = _deep_merge(data, {"grid": {key: value if isinstance(value, list) else [value]}})
-        else:
-            data = _deep_merge(data, {"fixed": {key: value}})
+    data = apply_overrides(data, overrides, exp_fields, rename={"bench": "space"})
     exp = _build(ExperimentConfig, data)
     if isinstance(exp.fixed.get("table"), str):  # trials run in their own directories
         exp.fixed["table"] = str(Path(exp.fixed["table"]).expanduser().resolve())

@@ -19,7 +19,7 @@ from ray import tune
 
 from raynas.nar.search import tier_search
 from raynas.nar.train import NARRun, resolve_nar, scatter_png
-from raynas.trainable import TRACKING_FILE, _node
+from raynas.trainable import _node, load_run_ref, save_run_ref
 
 CHECKPOINT_FILE = "nar.pt"
 SCATTER_FILE = "rank_scatter.png"  # predicted vs true held-out ranks: in the trial directory and in MLflow
@@ -114,11 +114,8 @@ class NARTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.run.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
-        if self.tracker is not None:
-            (Path(checkpoint_dir) / TRACKING_FILE).write_text(json.dumps({"run_ref": self.tracker.run_ref}))
+        save_run_ref(checkpoint_dir, self.tracker)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        ref = Path(checkpoint_dir) / TRACKING_FILE
-        if ref.is_file():
-            self.run_ref = json.loads(ref.read_text()).get("run_ref")
+        self.run_ref = load_run_ref(checkpoint_dir) or self.run_ref
         self.run.load(Path(checkpoint_dir) / CHECKPOINT_FILE)
