@@ -13,11 +13,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces.ops import OPS, Zero
+from search_spaces.ops import OPS, Zero, memory_format_of
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """PC-DARTS' shuffle of ``groups`` channel groups; the result keeps ``x``'s memory format."""
     b, c, h, w = x.shape
+    if memory_format_of(x) == torch.channels_last:  # shuffle the last axis of the NHWC view
+        y = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
+        return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -84,6 +88,8 @@ class MixedOp(nn.Module):
             old_state = old.state_dict()
             if old_state:
                 new.to(next(iter(old_state.values())).device)
+            if any(p.dim() == 4 and not p.is_contiguous() for p in old.parameters()):
+                new.to(memory_format=torch.channels_last)  # keep the supernet's layout (mixed layouts drift)
             new_state = new.state_dict()
             new.load_state_dict({key: expand(old_state[key], new_state[key].shape) for key in new_state})
             old_params, new_params = dict(old.named_parameters()), dict(new.named_parameters())
@@ -97,9 +103,9 @@ class MixedOp(nn.Module):
         if self.k == 1:
             return self._mix(x, w)
         part = self.C // self.k
-        xa, xb = x[:, :part].contiguous(), x[:, part:]
+        xa, xb = x[:, :part].contiguous(memory_format=memory_format_of(x)), x[:, part:]
         ya = self._mix(xa, w)
-        yb = xb if self.stride == 1 else F.max_pool2d(xb, 2, 2)
+        yb = xb if self.stride == 1 else F.max_pool2d(xb.contiguous(memory_format=memory_format_of(x)), 2, 2)
         return channel_shuffle(torch.cat([ya, yb], dim=1), self.k)
 
     def _mix(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,17 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 OpFactory = Callable[[int, int, int, bool, bool], nn.Module]
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """``x``'s memory format, so tensors copied out of it keep it: mixing NCHW and channels-last
+    tensors costs layout reorders, and in oneDNN makes some results depend on buffer addresses."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class ReLUConvBN(nn.Sequential):
@@ -67,7 +76,12 @@ class Zero(nn.Module):
 
 
 class FactorizedReduce(nn.Module):
-    """Halve the resolution with two offset 1x1 stride-2 convs, concatenated (DARTS and NB201)."""
+    """Halve the resolution with two offset 1x1 stride-2 convs, concatenated (DARTS and NB201).
+
+    Each stride-2 1x1 conv is computed as a 1x1 conv of the subsampled input (the same numbers):
+    oneDNN's stride-2 1x1 weight gradient on channels-last inputs with few channels depends on
+    buffer addresses, which would make a resumed search drift from an uninterrupted one.
+    """
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True, track: bool = True, bias: bool = False):
         super().__init__()
@@ -78,9 +92,14 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        # pad right/bottom so odd resolutions work like xautodl's ConstantPad2d((0, 1, 0, 1))
-        shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        fmt = memory_format_of(x)
+        even = x[:, :, ::2, ::2].contiguous(memory_format=fmt)
+        # the second conv sees x shifted by one pixel, zero-padded right/bottom (xautodl's
+        # ConstantPad2d((0, 1, 0, 1))), so odd resolutions give the same output size
+        odd = F.pad(x[:, :, 1::2, 1::2], (0, x.shape[3] % 2, 0, x.shape[2] % 2)).contiguous(memory_format=fmt)
+        y1 = F.conv2d(even, self.conv_1.weight, self.conv_1.bias)
+        y2 = F.conv2d(odd, self.conv_2.weight, self.conv_2.bias)
+        return self.bn(torch.cat([y1, y2], dim=1))
 
 
 class Pool(nn.Module):
