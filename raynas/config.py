@@ -107,7 +107,7 @@ class SearchConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke runs; None = full epoch
     eval_batches: int | None = None  # batches of the alpha split evaluated per epoch; None = all
     device: str = "auto"             # auto | cpu | cuda | cuda:N
-    channels_last: bool = True
+    channels_last: bool = True       # NHWC supernet and inputs (faster with oneDNN and cuDNN; same numbers)
     cuda_graphs: bool = True         # on CUDA: replay each epoch's iterations from a CUDA graph (same numbers)
     nb201_table: str | None = None   # compact NB201 CSV; each epoch's genotype is looked up when set
     hessian_every: int = 0           # every E epochs: dominant eigenvalue of the val-loss Hessian in alpha (0: off)
