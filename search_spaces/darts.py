@@ -218,10 +218,14 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states, offset = [self.preprocess0(s0), self.preprocess1(s1)], 0
+        shared: list[dict] = [{}, {}]  # per state: work the edges leaving it share (see MixedOp.forward)
         for _ in range(self.steps):
-            s = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            s = self.edges[offset](states[0], weights[offset], shared[0])
+            for j in range(1, len(states)):
+                s = s.add_(self.edges[offset + j](states[j], weights[offset + j], shared[j]))  # s: a fresh sum
             offset += len(states)
             states.append(s)
+            shared.append({})
         return torch.cat(states[-self.multiplier:], dim=1)
 
 

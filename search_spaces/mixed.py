@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces.ops import OPS, Zero, memory_format_of
+from search_spaces.ops import OPS, Zero, memory_format_of, parts, weighted_batch_norm
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -99,23 +99,48 @@ class MixedOp(nn.Module):
         self.k = k
         return moved
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, shared: dict | None = None) -> torch.Tensor:
+        """``sum_o w_o * o(x)``. ``shared`` is one dict per node input, given to every edge leaving that
+        node, so parameter-free work on the input (a ReLU, a pooling, the partial-channel slice) is
+        done once per node instead of once per edge and op."""
+        shared = {} if shared is None else shared
         if self.k == 1:
-            return self._mix(x, w)
+            return self._mix(x, w, shared)
         part = self.C // self.k
-        xa, xb = x[:, :part].contiguous(memory_format=memory_format_of(x)), x[:, part:]
-        ya = self._mix(xa, w)
+        key = ("partial", self.k)
+        if key not in shared:
+            shared[key] = (x[:, :part].contiguous(memory_format=memory_format_of(x)), {})
+        xa, sub = shared[key]
+        ya = self._mix(xa, w, sub)
+        xb = x[:, part:]
         yb = xb if self.stride == 1 else F.max_pool2d(xb.contiguous(memory_format=memory_format_of(x)), 2, 2)
         return channel_shuffle(torch.cat([ya, yb], dim=1), self.k)
 
-    def _mix(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _mix(self, x: torch.Tensor, w: torch.Tensor, shared: dict) -> torch.Tensor:
         out = None
         for i in self.active:
-            y = self.ops[i](x)
+            chain, h = parts(self.ops[i]), x
+            if isinstance(chain[0], SHAREABLE) and not getattr(chain[0], "inplace", False):  # same on every edge
+                key = _describe(chain[0])
+                if key not in shared:
+                    shared[key] = chain[0](x)
+                chain, h = chain[1:], shared[key]
+            bn = chain.pop() if chain and isinstance(chain[-1], nn.BatchNorm2d) else None
+            for layer in chain:
+                h = layer(h)
+            y = h * w[i] if bn is None else weighted_batch_norm(bn, h, w[i])
             if self.training and self.drop_prob > 0 and not isinstance(self.ops[i], nn.Identity):
                 y = drop_path(y, self.drop_prob)
-            y = y * w[i]
-            out = y if out is None else out + y
+            out = y if out is None else out.add_(y)  # out is a fresh sum nobody saved: add in place
         if out is None:
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)
         return out
+
+
+#: parameter-free layers that may open an op; computed once per node input and shared
+SHAREABLE = (nn.ReLU, nn.AvgPool2d, nn.MaxPool2d, nn.Identity)
+
+
+def _describe(layer: nn.Module) -> tuple:
+    """A key equal for two layers exactly when they compute the same function (type + settings)."""
+    return (type(layer), *((k, v) for k, v in vars(layer).items() if not k.startswith("_") and k != "training"))

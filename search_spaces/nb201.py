@@ -101,11 +101,13 @@ class SearchCell(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         nodes, k = [x], 0
+        shared: list[dict] = [{}]  # per node: work the edges leaving it share (see MixedOp.forward)
         for i in range(1, NODES):
-            s = self.edges[k](nodes[0], weights[k])
+            s = self.edges[k](nodes[0], weights[k], shared[0])
             for j in range(1, i):
-                s = s + self.edges[k + j](nodes[j], weights[k + j])
+                s = s.add_(self.edges[k + j](nodes[j], weights[k + j], shared[j]))  # s: a fresh sum
             nodes.append(s)
+            shared.append({})
             k += i
         return nodes[-1]
 

@@ -91,7 +91,13 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.bn(self.reduce(self.relu(x)))
+
+    def parts(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        return [self.relu, self.reduce, self.bn]
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """The two offset convs of the (already rectified) input, concatenated, before BN."""
         fmt = memory_format_of(x)
         even = x[:, :, ::2, ::2].contiguous(memory_format=fmt)
         # the second conv sees x shifted by one pixel, zero-padded right/bottom (xautodl's
@@ -99,7 +105,7 @@ class FactorizedReduce(nn.Module):
         odd = F.pad(x[:, :, 1::2, 1::2], (0, x.shape[3] % 2, 0, x.shape[2] % 2)).contiguous(memory_format=fmt)
         y1 = F.conv2d(even, self.conv_1.weight, self.conv_1.bias)
         y2 = F.conv2d(odd, self.conv_2.weight, self.conv_2.bias)
-        return self.bn(torch.cat([y1, y2], dim=1))
+        return torch.cat([y1, y2], dim=1)
 
 
 class Pool(nn.Module):
@@ -115,6 +121,9 @@ class Pool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x if self.pre is None else self.pre(x))
+
+    def parts(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        return ([] if self.pre is None else parts(self.pre)) + [self.pool]
 
 
 class Noise(nn.Module):
@@ -150,6 +159,37 @@ OPS: dict[str, OpFactory] = {
     "nor_conv_1x1": lambda Ci, Co, s, a, t: ReLUConvBN(Ci, Co, 1, s, 0, 1, a, t, bias=not a),
     "nor_conv_3x3": lambda Ci, Co, s, a, t: ReLUConvBN(Ci, Co, 3, s, 1, 1, a, t, bias=not a),
 }
+
+def parts(op: nn.Module) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """The chain of layers ``op`` applies, nested ``Sequential``s flattened (an op with custom wiring
+    lists its own ``parts``). The mixed op uses it to share an op's parameter-free first layer between
+    the edges leaving a node and to fold the edge weight into the final BatchNorm."""
+    if hasattr(op, "parts"):
+        return op.parts()
+    if isinstance(op, nn.Sequential):
+        return [p for m in op for p in parts(m)]
+    return [op]
+
+
+def weighted_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``w * bn(x)`` as one batch-norm call whose affine scale carries ``w`` (exactly
+    ``nn.BatchNorm2d.forward``'s handling of running statistics otherwise).
+
+    The normalised tensor is then never stored for the backward pass (``w * y`` would keep ``y`` for
+    ``d/dw``), and ``d/dw`` comes out of BN's own weight gradient: one memory pass instead of three.
+    """
+    scale = w.expand(x.shape[1]).contiguous() if bn.weight is None else bn.weight * w
+    shift = None if bn.bias is None else bn.bias * w
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    return F.batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None,
+                        scale, shift, use_batch_stats, factor, bn.eps)
+
 
 #: ops with no learnable weights; a genotype full of them is the classic DARTS collapse.
 PARAMETER_FREE = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "noise"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -65,12 +66,26 @@ def test_forward_rejects_wrong_weight_shape() -> None:
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_mixed_op_skipping_none_is_exact(stride: int) -> None:
+@pytest.mark.parametrize("affine", [False, True])
+def test_mixed_op_equals_the_reference_sum(stride: int, affine: bool) -> None:
+    """Skipping ``none``, sharing the input's ReLU/pooling across edges and folding w into the last BN
+    compute the reference ``sum_k w_k * op_k(x)`` (``none`` included), gradients and BN statistics too."""
     torch.manual_seed(0)
-    op = MixedOp(4, stride, PRIMITIVES, affine=False, track=True)
-    x, w = torch.randn(2, 4, 8, 8), torch.softmax(torch.randn(8), 0)
-    full = sum(w[k] * m(x) for k, m in enumerate(op.ops))  # the reference sum, `none` included
-    assert torch.equal(op(x, w), full)
+    op = MixedOp(4, stride, PRIMITIVES, affine=affine, track=True, pool_bn=True).double()
+    ref = copy.deepcopy(op)
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.softmax(torch.randn(8, dtype=torch.float64), 0).requires_grad_()
+    shared: dict = {}
+    ours = op(x, w, shared) + op(x, w.flip(0), shared)  # a second edge leaving the same node
+    full = sum(w[k] * m(x) for k, m in enumerate(ref.ops)) + sum(w.flip(0)[k] * m(x) for k, m in enumerate(ref.ops))
+    torch.testing.assert_close(ours, full)
+    g = torch.randn_like(ours)
+    ga = torch.autograd.grad(ours, [x, w, *op.parameters()], g)
+    gb = torch.autograd.grad(full, [x, w, *ref.parameters()], g)
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b)
+    for (name, a), (_, b) in zip(op.state_dict().items(), ref.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
 
 
 def test_edge_names_and_ops() -> None:

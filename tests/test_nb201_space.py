@@ -84,3 +84,16 @@ def test_eval_network_forward_backward():
     out = net(torch.randn(2, 3, 16, 16))
     assert out.shape == (2, 5)
     out.sum().backward()
+
+
+def test_cell_pools_and_rectifies_each_node_input_once():
+    """The edges leaving a node share its ReLU and its pooling: 3 of each per cell, not 6 pools and 12 ReLUs."""
+    cell = nb201.SearchCell(8, nb201.OPS_NB201, affine=False, track=True)
+    calls = {"pool": 0, "relu": 0}
+    for m in cell.modules():
+        if isinstance(m, torch.nn.AvgPool2d):
+            m.register_forward_hook(lambda *_: calls.__setitem__("pool", calls["pool"] + 1))
+        if isinstance(m, torch.nn.ReLU):
+            m.register_forward_hook(lambda *_: calls.__setitem__("relu", calls["relu"] + 1))
+    cell(torch.randn(2, 8, 6, 6), F.softmax(torch.randn(6, 5), -1))
+    assert calls == {"pool": 3, "relu": 3}

@@ -46,10 +46,11 @@ def batches(s):
 def test_partial_channels_feed_only_c_over_k_channels():
     op = MixedOp(16, 1, OPS_NB201, affine=False, track=True, partial_k=4)
     seen = []
-    for m in op.ops:
-        m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[1]))
+    for m in op.ops.modules():
+        if isinstance(m, (nn.Conv2d, nn.AvgPool2d, nn.Identity)):
+            m.register_forward_pre_hook(lambda mod, args: seen.append((type(mod).__name__, args[0].shape[1])))
     op(torch.randn(2, 16, 8, 8), F.softmax(torch.randn(5), -1))
-    assert seen and set(seen) == {4}
+    assert sorted(seen) == [("AvgPool2d", 4), ("Conv2d", 4), ("Conv2d", 4), ("Identity", 4)]
 
 
 @pytest.mark.parametrize("stride", [1, 2])
