@@ -37,6 +37,37 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
+class DilatedConv2d(nn.Conv2d):
+    """A dilated conv computed as undilated convs of the input's polyphase parts (same numbers).
+
+    With dilation d and "same" padding, output pixel (i, j) only reads input pixels congruent to
+    (i, j) mod d, so the d*d parts ``x[:, :, a::d, b::d]`` can be stacked on the batch axis and
+    convolved with the kernel undilated (padding (k-1)/2); at stride d only part (0, 0) is needed.
+    oneDNN's dilated depthwise backward is 2-9x slower than this on a CPU (benchmarks/RESULTS.md).
+    Other shapes fall back to the plain dilated conv.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d, (k, _), (s, _), (p, _) = self.dilation[0], self.kernel_size, self.stride, self.padding
+        H, W = x.shape[-2:]
+        square = self.dilation[0] == self.dilation[1] and k == self.kernel_size[1] and self.stride[0] == self.stride[1]
+        if not (square and d > 1 and p == d * (k - 1) // 2 and k % 2 and H // d >= k and W // d >= k
+                and self.padding_mode == "zeros"):
+            return super().forward(x)
+        fmt = memory_format_of(x)
+        if s == d:
+            return F.conv2d(x[:, :, ::d, ::d].contiguous(memory_format=fmt), self.weight, self.bias, 1, (k - 1) // 2,
+                            1, self.groups)
+        if s != 1 or H % d or W % d:
+            return super().forward(x)
+        B, C = x.shape[:2]
+        parts = x.reshape(B, C, H // d, d, W // d, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * B, C, H // d, W // d)
+        y = F.conv2d(parts.contiguous(memory_format=fmt), self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
+        Co = y.shape[1]
+        y = y.reshape(d, d, B, Co, H // d, W // d).permute(2, 3, 4, 0, 5, 1).reshape(B, Co, H, W)
+        return y.contiguous(memory_format=fmt)
+
+
 class DilConv(nn.Sequential):
     """ReLU -> depthwise dilated conv -> pointwise conv -> BN (DARTS ``dil_conv_k``)."""
 
@@ -44,7 +75,8 @@ class DilConv(nn.Sequential):
                  affine: bool = True, track: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False),
+            (DilatedConv2d if dilation > 1 else nn.Conv2d)(C_in, C_in, kernel, stride, padding, dilation=dilation,
+                                                           groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track),
         )

@@ -239,3 +239,26 @@ def test_darts_supernet_parameter_count() -> None:
     assert weights == 1_930_618
     assert sum(a.numel() for a in net.alphas.values()) == 2 * 14 * 8
     assert all(name in OPS for names in net.edge_ops()["normal"] for name in names)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [12, 11, 8])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_polyphase_dilated_conv_equals_the_dilated_conv(k, stride, size, channels_last):
+    """DilatedConv2d (dil_conv's depthwise conv) = conv2d with dilation 2, values and gradients."""
+    from search_spaces.ops import DilatedConv2d
+
+    torch.manual_seed(0)
+    conv = DilatedConv2d(6, 6, k, stride, k - 1, dilation=2, groups=6, bias=False).double()
+    x = torch.randn(3, 6, size, size, dtype=torch.float64)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = conv(x)
+    ref = torch.nn.functional.conv2d(x, conv.weight, None, stride, k - 1, 2, 6)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(y, [x, conv.weight], g), torch.autograd.grad(ref, [x, conv.weight], g)):
+        torch.testing.assert_close(a, b)
