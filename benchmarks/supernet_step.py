@@ -224,6 +224,10 @@ def main() -> None:
         layers = 9 if space == "darts" else None
         for order in orders:
             method = "darts" if order == 1 else "darts2"
+            # peaks first, while this process holds no model (a DARTS-space pair would not fit beside it)
+            peaks = {"ours_peak_mib": memory("ours", space, method, order, layers)}
+            if not a.no_reference:
+                peaks["reference_peak_mib"] = memory("ref", space, method, order, layers)
             it, fwd, s = ours(space, method, a.device, overrides, layers)
             w, al = count(s)
             row: dict[str, Any] = {"space": space, "order": order, "layers": s.cfg.model.layers,
@@ -243,9 +247,8 @@ def main() -> None:
                     [it, rit, fwd, rfwd], a.reps, dev)
                 row["ratio"] = row["reference_ms"] / row["ours_ms"]
                 row["fwd_ratio"] = row["reference_fwd_ms"] / row["ours_fwd_ms"]
-                row["reference_peak_mib"] = memory("ref", space, method, order, layers)
                 del rit, rfwd, rnet
-            row["ours_peak_mib"] = memory("ours", space, method, order, layers)
+            row.update(peaks)
             rows.append(row)
             _print(space, f"iteration, order {order}", row.get("ours_ms"), row.get("reference_ms"),
                    row.get("ours_peak_mib"), row.get("reference_peak_mib"))
@@ -253,9 +256,9 @@ def main() -> None:
             del it, fwd, s
         if space == "darts":  # ours only: the paper's 8 cells, and PC-DARTS K=4
             for label, method, lay in (("darts 8 cells, order 1", "darts", 8), ("pcdarts K=4 8 cells", "pcdarts", 8)):
+                peak = memory("ours", space, method, 1, lay)
                 it, fwd, s = ours(space, method, a.device, {**overrides, "batch_size": BATCH}, lay)
                 ms, fms = median_ms([it, fwd], max(2, a.reps // 2), dev)
-                peak = memory("ours", space, method, 1, lay)
                 rows.append({"space": space, "what": label, "ours_ms": ms, "ours_fwd_ms": fms, "ours_peak_mib": peak})
                 _print(space, label, ms, None, peak, None)
                 del it, fwd, s
