@@ -29,9 +29,18 @@ def sync(device: torch.device) -> None:
 
 
 def peak_mib(device: torch.device) -> float:
-    """GPU: max allocated by this process; CPU: its RSS high-water mark."""
+    """GPU: max allocated by this process; CPU: its RSS high-water mark.
+
+    On Linux this is ``VmHWM`` of the running program: ``ru_maxrss`` survives ``fork``+``exec``, so a
+    child started by a large parent would report the parent's peak instead of its own.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -217,8 +217,9 @@ def main() -> None:
     child = ["--device", a.device, *(f"--set={kv}" for kv in a.set)] + (["--threads", str(a.threads)] if a.threads
                                                                          else [])
 
-    def memory(which: str, space: str, method: str, order: int, layers: int | None) -> float | None:
-        return peak_in_child(["--memory", which, space, method, str(order), a.device, str(layers or 0), *child])
+    def memory(which: str, space: str, method: str, order: int, layers: int | None, *extra: str) -> float | None:
+        return peak_in_child(["--memory", which, space, method, str(order), a.device, str(layers or 0), *child,
+                              *extra])
 
     for space in spaces:
         layers = 9 if space == "darts" else None
@@ -256,7 +257,7 @@ def main() -> None:
             del it, fwd, s
         if space == "darts":  # ours only: the paper's 8 cells, and PC-DARTS K=4
             for label, method, lay in (("darts 8 cells, order 1", "darts", 8), ("pcdarts K=4 8 cells", "pcdarts", 8)):
-                peak = memory("ours", space, method, 1, lay)
+                peak = memory("ours", space, method, 1, lay, f"--set=batch_size={BATCH}")
                 it, fwd, s = ours(space, method, a.device, {**overrides, "batch_size": BATCH}, lay)
                 ms, fms = median_ms([it, fwd], max(2, a.reps // 2), dev)
                 rows.append({"space": space, "what": label, "ours_ms": ms, "ours_fwd_ms": fms, "ours_peak_mib": peak})
