@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -55,8 +54,9 @@ def measure(method: str, space: str, reps: int, device: str) -> dict:
         if i > 0:  # two warm-up iterations: allocators, kernels, the CUDA graph's recording
             times.append(time.perf_counter() - t0)
     median = statistics.median(times)
-    peak = (torch.cuda.max_memory_allocated() if s.device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    from common import peak_mib
+
+    peak = peak_mib(s.device) * 2**20
     return {"method": method, "space": space, "batch": cfg.batch_size, "device": str(s.device),
             "iter_s": round(median, 3), "steps_per_s": round(1 / median, 3),
             "images_per_s": round(2 * cfg.batch_size / median, 1),
