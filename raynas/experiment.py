@@ -114,18 +114,9 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None, exp_
     return data
 
 
-def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate an experiment file; ``--set`` keys go to the experiment (``name``,
-    ``tune.num_samples``, ...) when they name one of its fields, otherwise into ``fixed`` (and a
-    grid axis set this way, e.g. ``dataset=digits``, replaces that axis)."""
-    data = load_yaml(path) if path else {}
-    exp_fields = {"name", "grid", "fixed", "sweep", "tune", "resources", "scheduler", "max_concurrent_trials",
-                  "max_failures", "checkpoint_keep", "storage_path", "tracking_uri"}
-    data = apply_overrides(data, overrides, exp_fields)
-    exp = _build(ExperimentConfig, data)
-    for key in ("data_dir", "nb201_table"):  # trials run in their own directories: make paths absolute
-        if isinstance(exp.fixed.get(key), str):
-            exp.fixed[key] = str(Path(exp.fixed[key]).expanduser().resolve())
+def check_experiment(exp: ExperimentConfig) -> None:
+    """What every experiment file needs, search or NAR: non-empty grid axes and sweeps, a valid tune
+    block, a known scheduler and positive resources."""
     for axis in GRID_AXES:
         if not getattr(exp.grid, axis):
             raise ConfigError(f"grid.{axis} is empty")
@@ -138,6 +129,21 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
         raise ConfigError(f"scheduler.type must be fifo or asha, got {exp.scheduler.type!r}")
     if exp.resources.cpu <= 0 or exp.resources.gpu < 0:
         raise ConfigError("resources.cpu must be > 0 and resources.gpu >= 0")
+
+
+def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment file; ``--set`` keys go to the experiment (``name``,
+    ``tune.num_samples``, ...) when they name one of its fields, otherwise into ``fixed`` (and a
+    grid axis set this way, e.g. ``dataset=digits``, replaces that axis)."""
+    data = load_yaml(path) if path else {}
+    exp_fields = {"name", "grid", "fixed", "sweep", "tune", "resources", "scheduler", "max_concurrent_trials",
+                  "max_failures", "checkpoint_keep", "storage_path", "tracking_uri"}
+    data = apply_overrides(data, overrides, exp_fields)
+    exp = _build(ExperimentConfig, data)
+    for key in ("data_dir", "nb201_table"):  # trials run in their own directories: make paths absolute
+        if isinstance(exp.fixed.get(key), str):
+            exp.fixed[key] = str(Path(exp.fixed[key]).expanduser().resolve())
+    check_experiment(exp)
     for trial in trial_overrides(exp):  # every grid point must resolve to a valid search config
         resolve(trial)
     return exp

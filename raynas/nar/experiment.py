@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from raynas.config import ConfigError, _build, _deep_merge, load_yaml
-from raynas.experiment import GRID_AXES, ExperimentConfig, _check_tune, apply_overrides, param_space, trial_overrides
+from raynas.experiment import ExperimentConfig, apply_overrides, check_experiment, param_space, trial_overrides
 
 GRID_DEFAULTS = {"method": ["nar"], "space": ["nb201"], "dataset": ["cifar10"], "seed": [0]}
 #: per-epoch results a tune.metric / scheduler can use (the final ones exist only at the last epoch)
@@ -50,25 +50,15 @@ def load_nar_experiment(path: str | Path | None, overrides: dict[str, Any] | Non
     exp = _build(ExperimentConfig, data)
     if isinstance(exp.fixed.get("table"), str):  # trials run in their own directories
         exp.fixed["table"] = str(Path(exp.fixed["table"]).expanduser().resolve())
-    for axis in GRID_AXES:
-        if not getattr(exp.grid, axis):
-            raise ConfigError(f"grid.{axis} is empty")
-    for key, values in exp.sweep.items():
-        if not values:
-            raise ConfigError(f"sweep.{key} is empty")
+    check_experiment(exp)
     metrics = EPOCH_METRICS + FINAL_METRICS
     if exp.tune is not None:
-        _check_tune(exp.tune)
         for name in [exp.tune.metric] + [o.split(":")[0] for o in exp.tune.objectives]:
             if name not in metrics:
                 raise ConfigError(f"tune.metric {name!r} is not a NAR result; use one of {', '.join(metrics)}")
-    if exp.scheduler.type not in ("fifo", "asha"):
-        raise ConfigError(f"scheduler.type must be fifo or asha, got {exp.scheduler.type!r}")
     if exp.scheduler.type == "asha" and (exp.tune.metric if exp.tune else "val_kendall_tau") not in EPOCH_METRICS:
         raise ConfigError(f"scheduler asha compares trials every epoch: tune.metric must be one of "
                           f"{', '.join(EPOCH_METRICS)}")
-    if exp.resources.cpu <= 0 or exp.resources.gpu < 0:
-        raise ConfigError("resources.cpu must be > 0 and resources.gpu >= 0")
     for over in trial_overrides(exp):
         cfg = resolve_nar(to_nar(over))
         require_table(cfg.bench, cfg.table)
