@@ -116,16 +116,30 @@ class MixedOp(nn.Module):
         yb = xb if self.stride == 1 else F.max_pool2d(xb.contiguous(memory_format=memory_format_of(x)), 2, 2)
         return channel_shuffle(torch.cat([ya, yb], dim=1), self.k)
 
+    def _plan(self) -> list[tuple[int, tuple | None, Callable | None, list[Callable], nn.BatchNorm2d | None]]:
+        """Per active op: (index, share key, shareable first layer, remaining layers, final BN), rebuilt
+        only when the ops change (pruning, widening), not on every forward."""
+        ops = [self.ops[i] for i in self.active]
+        cached = getattr(self, "_plan_cache", None)  # holds the ops themselves, so no id can be reused
+        if cached is None or len(cached[0]) != len(ops) or any(a is not b for a, b in zip(cached[0], ops)):
+            plan = []
+            for i in self.active:
+                chain, key, first = parts(self.ops[i]), None, None
+                if isinstance(chain[0], SHAREABLE) and not getattr(chain[0], "inplace", False):  # same on every edge
+                    key, first, chain = _describe(chain[0]), chain[0], chain[1:]
+                bn = chain.pop() if chain and isinstance(chain[-1], nn.BatchNorm2d) else None
+                plan.append((i, key, first, chain, bn))
+            self._plan_cache = (ops, plan)
+        return self._plan_cache[1]
+
     def _mix(self, x: torch.Tensor, w: torch.Tensor, shared: dict) -> torch.Tensor:
         out = None
-        for i in self.active:
-            chain, h = parts(self.ops[i]), x
-            if isinstance(chain[0], SHAREABLE) and not getattr(chain[0], "inplace", False):  # same on every edge
-                key = _describe(chain[0])
+        for i, key, first, chain, bn in self._plan():
+            h = x
+            if first is not None:
                 if key not in shared:
-                    shared[key] = chain[0](x)
-                chain, h = chain[1:], shared[key]
-            bn = chain.pop() if chain and isinstance(chain[-1], nn.BatchNorm2d) else None
+                    shared[key] = first(x)
+                h = shared[key]
             for layer in chain:
                 h = layer(h)
             y = h * w[i] if bn is None else weighted_batch_norm(bn, h, w[i])
