@@ -18,7 +18,7 @@ from torch import nn
 
 from search_spaces.nb201 import GenotypeError
 from search_spaces.mixed import MixedOp
-from search_spaces.ops import OPS, PARAMETER_FREE, FactorizedReduce, ReLUConvBN
+from search_spaces.ops import OPS, PARAMETER_FREE, FactorizedReduce, ReLUConvBN, grad_in_layout
 
 PRIMITIVES: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                                "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -217,14 +217,14 @@ class SearchCell(nn.Module):
                                    for (j, _), names in zip(edges(steps), edge_ops))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        states, offset = [self.preprocess0(s0), self.preprocess1(s1)], 0
+        states, offset = [grad_in_layout(self.preprocess0(s0)), grad_in_layout(self.preprocess1(s1))], 0
         shared: list[dict] = [{}, {}]  # per state: work the edges leaving it share (see MixedOp.forward)
         for _ in range(self.steps):
             s = self.edges[offset](states[0], weights[offset], shared[0])
             for j in range(1, len(states)):
                 s = s.add_(self.edges[offset + j](states[j], weights[offset + j], shared[j]))  # s: a fresh sum
             offset += len(states)
-            states.append(s)
+            states.append(grad_in_layout(s))
             shared.append({})
         return torch.cat(states[-self.multiplier:], dim=1)
 
@@ -282,7 +282,7 @@ class DartsSupernet(nn.Module):
                                  f"expected {tuple(self.alphas[cell].shape)}")
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights["reduce" if cell.reduction else "normal"])
+            s0, s1 = s1, grad_in_layout(cell(s0, s1, weights["reduce" if cell.reduction else "normal"]))
         self.features = s1
         return self.classifier(s1.mean(dim=(2, 3)))
 

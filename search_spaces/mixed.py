@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces.ops import OPS, Zero, memory_format_of, parts, weighted_batch_norm
+from search_spaces.ops import OPS, Zero, grad_in_layout, memory_format_of, parts, weighted_batch_norm
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -109,7 +109,7 @@ class MixedOp(nn.Module):
         part = self.C // self.k
         key = ("partial", self.k)
         if key not in shared:
-            shared[key] = (x[:, :part].contiguous(memory_format=memory_format_of(x)), {})
+            shared[key] = (grad_in_layout(x[:, :part].contiguous(memory_format=memory_format_of(x))), {})
         xa, sub = shared[key]
         ya = self._mix(xa, w, sub)
         xb = x[:, part:]
@@ -138,7 +138,7 @@ class MixedOp(nn.Module):
             h = x
             if first is not None:
                 if key not in shared:
-                    shared[key] = first(x)
+                    shared[key] = grad_in_layout(first(x))
                 h = shared[key]
             for layer in chain:
                 h = layer(h)

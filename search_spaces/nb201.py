@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from search_spaces.mixed import MixedOp
-from search_spaces.ops import OPS, PARAMETER_FREE, ReLUConvBN
+from search_spaces.ops import OPS, PARAMETER_FREE, ReLUConvBN, grad_in_layout
 
 OPS_NB201: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4
@@ -100,13 +100,13 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(MixedOp(C, 1, ops, affine, track, partial_k=partial_k) for _ in EDGES)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        nodes, k = [x], 0
+        nodes, k = [grad_in_layout(x)], 0
         shared: list[dict] = [{}]  # per node: work the edges leaving it share (see MixedOp.forward)
         for i in range(1, NODES):
             s = self.edges[k](nodes[0], weights[k], shared[0])
             for j in range(1, i):
                 s = s.add_(self.edges[k + j](nodes[j], weights[k + j], shared[j]))  # s: a fresh sum
-            nodes.append(s)
+            nodes.append(grad_in_layout(s))
             shared.append({})
             k += i
         return nodes[-1]
@@ -197,7 +197,7 @@ class InferCell(nn.Module):
         self.edges = nn.ModuleList(OPS[op](C, C, 1, True, True) for op in genotype.ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes, k = [x], 0
+        nodes, k = [grad_in_layout(x)], 0
         for i in range(1, NODES):
             terms = [self.edges[k + j](nodes[j]) for j in range(i) if self.genotype.ops[k + j] != "none"]
             nodes.append(sum(terms) if terms else torch.zeros_like(x))
