@@ -109,6 +109,8 @@ class SearchConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     channels_last: bool = True       # NHWC supernet and inputs (faster with oneDNN and cuDNN; same numbers)
     cuda_graphs: bool = True         # on CUDA: replay each epoch's iterations from a CUDA graph (same numbers)
+    recompute: str = "auto"          # auto | always | never: recompute separable-conv intermediates in backward
+                                     # instead of keeping them (DARTS spaces: ~half the memory); auto: on CPUs
     nb201_table: str | None = None   # compact NB201 CSV; each epoch's genotype is looked up when set
     hessian_every: int = 0           # every E epochs: dominant eigenvalue of the val-loss Hessian in alpha (0: off)
     hessian_batches: int = 2
@@ -292,6 +294,8 @@ def _check_range(cfg: SearchConfig) -> None:
     need(a.warmup_epochs >= 0, f"arch.warmup_epochs must be >= 0, got {a.warmup_epochs}")
     need(a.unrolled_eps > 0, f"arch.unrolled_eps must be > 0, got {a.unrolled_eps}")
     need(a.order in (1, 2), f"arch.order must be 1 or 2, got {a.order}")
+    need(cfg.recompute in ("auto", "always", "never"),
+         f"recompute must be auto, always or never, got {cfg.recompute!r}")
     need(cfg.relaxation in ("softmax", "dirichlet"), f"relaxation must be softmax or dirichlet, got {cfg.relaxation!r}")
     need(cfg.pc.k >= 1, f"pc.k must be >= 1, got {cfg.pc.k}")
     need(cfg.model.C % cfg.pc.k == 0, f"pc.k={cfg.pc.k} must divide model.C={cfg.model.C}")

@@ -7,7 +7,8 @@ channel shuffle mixes the two) and pruning (DrNAS: ops removed between stages ar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -49,6 +50,7 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(self.make_op(name, C // partial_k) for name in names)
         self.active = [i for i, name in enumerate(names) if name != "none"]
         self.drop_prob = 0.0  # drop-path on op outputs during search (RobustDARTS), set per epoch
+        self.recompute = False  # keep only each segment's input for backward (see _segments); set by the search
 
     def make_op(self, name: str, C: int) -> nn.Module:
         op = OPS[name](C, C, self.stride, self.affine, self.track)
@@ -116,9 +118,9 @@ class MixedOp(nn.Module):
         yb = xb if self.stride == 1 else F.max_pool2d(xb.contiguous(memory_format=memory_format_of(x)), 2, 2)
         return channel_shuffle(torch.cat([ya, yb], dim=1), self.k)
 
-    def _plan(self) -> list[tuple[int, tuple | None, Callable | None, list[Callable], nn.BatchNorm2d | None]]:
-        """Per active op: (index, share key, shareable first layer, remaining layers, final BN), rebuilt
-        only when the ops change (pruning, widening), not on every forward."""
+    def _plan(self) -> list[tuple[int, tuple | None, Callable | None, list[list[Callable]], nn.BatchNorm2d | None]]:
+        """Per active op: (index, share key, shareable first layer, remaining layers in segments, final
+        BN), rebuilt only when the ops change (pruning, widening), not on every forward."""
         ops = [self.ops[i] for i in self.active]
         cached = getattr(self, "_plan_cache", None)  # holds the ops themselves, so no id can be reused
         if cached is None or len(cached[0]) != len(ops) or any(a is not b for a, b in zip(cached[0], ops)):
@@ -128,20 +130,24 @@ class MixedOp(nn.Module):
                 if isinstance(chain[0], SHAREABLE) and not getattr(chain[0], "inplace", False):  # same on every edge
                     key, first, chain = _describe(chain[0]), chain[0], chain[1:]
                 bn = chain.pop() if chain and isinstance(chain[-1], nn.BatchNorm2d) else None
-                plan.append((i, key, first, chain, bn))
+                plan.append((i, key, first, _segments(chain), bn))
             self._plan_cache = (ops, plan)
         return self._plan_cache[1]
 
     def _mix(self, x: torch.Tensor, w: torch.Tensor, shared: dict) -> torch.Tensor:
         out = None
-        for i, key, first, chain, bn in self._plan():
+        for i, key, first, segments, bn in self._plan():
             h = x
             if first is not None:
                 if key not in shared:
                     shared[key] = grad_in_layout(first(x))
                 h = shared[key]
-            for layer in chain:
-                h = layer(h)
+            for segment, recomputable in segments:
+                if recomputable and self.recompute and torch.is_grad_enabled():
+                    h = Recomputed.apply(segment, h, *[t for layer in segment for t in _tensors(layer)])
+                else:
+                    for layer in segment:
+                        h = layer(h)
             y = h * w[i] if bn is None else weighted_batch_norm(bn, h, w[i])
             if self.training and self.drop_prob > 0 and not isinstance(self.ops[i], nn.Identity):
                 y = drop_path(y, self.drop_prob)
@@ -149,6 +155,127 @@ class MixedOp(nn.Module):
         if out is None:
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)
         return out
+
+
+def _segments(chain: list[Callable]) -> list[tuple[list[Callable], bool]]:
+    """Cut an op's layers after each pointwise (1x1, ungrouped) conv; (segment, recomputable).
+
+    A separable conv ``dw -> pw -> BN -> ReLU -> dw -> pw`` becomes ``[dw, pw], [BN, ReLU, dw, pw]``.
+    With recomputation (``Recomputed``) only each segment's input is kept for backward (the node's
+    shared ReLU output, the first BN's input): the depthwise outputs, the inner ReLU output and the
+    polyphase copies are computed again; the pointwise outputs are kept anyway by the BN after them.
+    """
+    out, cur = [], []
+    for layer in chain:
+        cur.append(layer)
+        if _pointwise(layer):
+            out, cur = out + [cur], []
+    if cur:
+        out.append(cur)
+    return [(seg, len(seg) > 1 and _pointwise(seg[-1]) and all(isinstance(m, FUNCTIONAL) for m in seg[:-1]))
+            for seg in out]
+
+
+def _pointwise(layer: Callable) -> bool:
+    return (type(layer) is nn.Conv2d and layer.kernel_size == (1, 1) and layer.stride == (1, 1)
+            and layer.padding == (0, 0) and layer.groups == 1)
+
+
+#: layers ``Recomputed`` can re-run from captured tensors (see ``_tensors`` / ``_rerun``)
+FUNCTIONAL = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU)
+
+
+def _tensors(layer: nn.Module) -> list[torch.Tensor]:
+    """The parameters ``layer`` computes with, read now (inside ``functional_call`` these are the
+    substituted ones, which a recomputation after the call must use too)."""
+    if isinstance(layer, nn.Conv2d):
+        return [layer.weight] + ([] if layer.bias is None else [layer.bias])
+    if isinstance(layer, nn.BatchNorm2d) and layer.affine:
+        return [layer.weight, layer.bias]
+    return []
+
+
+def _rerun(layer: nn.Module, h: torch.Tensor, ts: list[torch.Tensor], stats: list[torch.Tensor | None] | None
+           ) -> torch.Tensor:
+    """``layer(h)`` with the captured tensors, leaving BN running statistics alone."""
+    if isinstance(layer, nn.Conv2d):
+        return layer._conv_forward(h, ts[0], ts[1] if len(ts) > 1 else None)
+    if isinstance(layer, nn.BatchNorm2d):
+        w, b = (ts[0], ts[1]) if ts else (None, None)
+        batch = stats[0] is None  # the forward normalised with batch statistics: the same again, no update
+        return F.batch_norm(h, stats[0], stats[1], w, b, batch, 0.0, layer.eps)
+    return F.relu(h)
+
+
+class Recomputed(torch.autograd.Function):
+    """``pw(head(x))`` for a segment ``[*head, pw]`` that keeps only ``x`` for backward.
+
+    Backward recomputes ``head(x)`` from the tensors captured in forward (so a ``functional_call``
+    that has ended meanwhile changes nothing), does the pointwise conv's backward by hand and
+    backpropagates through the recomputed head. BN statistics are updated by the forward only.
+    Not twice differentiable (the Hessian probe turns recomputation off).
+    """
+
+    @staticmethod
+    def forward(ctx, layers: list[nn.Module], x: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+        ctx.layers, ctx.counts, ctx.stats = layers, [len(_tensors(m)) for m in layers], []
+        h = x
+        for layer in layers:
+            if isinstance(layer, nn.BatchNorm2d):  # what it normalises with: batch statistics or running ones
+                batch = layer.training or layer.running_mean is None
+                ctx.stats.append([None, None] if batch else [layer.running_mean, layer.running_var])
+            h = layer(h)
+        ctx.save_for_backward(x, *tensors)
+        return h
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: a silently first-order answer would be wrong
+            raise RuntimeError("recomputed segments are not twice differentiable; run double backward inside "
+                               "search_spaces.mixed.recompute_off(net) or with recompute=never")
+        x, *tensors = ctx.saved_tensors
+        *head, pw = ctx.layers
+        needs = ctx.needs_input_grad[1:]  # x, then every tensor
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(n) for t, n in zip([x, *tensors], needs)]
+            h, i, stats = leaves[0], 1, iter(ctx.stats)
+            for layer, k in zip(head, ctx.counts):
+                h = _rerun(layer, h, leaves[i:i + k], next(stats) if isinstance(layer, nn.BatchNorm2d) else None)
+                i += k
+        w, has_bias = tensors[i - 1], ctx.counts[-1] > 1
+        gh, gw, gb = torch.ops.aten.convolution_backward(
+            gy, h.detach(), w, [w.shape[0]] if has_bias else None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            [h.requires_grad, needs[i], has_bias and needs[i + 1]])
+        grads: list[torch.Tensor | None] = [None] * len(leaves)
+        wanted = [j for j in range(i) if leaves[j].requires_grad]
+        if wanted and gh is not None:
+            for j, g in zip(wanted, torch.autograd.grad(h, [leaves[j] for j in wanted], gh, allow_unused=True)):
+                grads[j] = g
+        grads[i] = gw
+        if has_bias:
+            grads[i + 1] = gb
+        return (None, *grads)
+
+
+def set_recompute(net: nn.Module, on: bool) -> None:
+    """Trade compute for memory in every mixed op of ``net`` (see ``_segments``)."""
+    for m in net.modules():
+        if isinstance(m, MixedOp):
+            m.recompute = on
+
+
+@contextlib.contextmanager
+def recompute_off(net: nn.Module) -> Iterator[None]:
+    """Keep every intermediate while inside (for double backward, which ``Recomputed`` lacks)."""
+    ops = [m for m in net.modules() if isinstance(m, MixedOp)]
+    before = [m.recompute for m in ops]
+    try:
+        for m in ops:
+            m.recompute = False
+        yield
+    finally:
+        for m, on in zip(ops, before):
+            m.recompute = on
 
 
 #: parameter-free layers that may open an op; computed once per node input and shared

@@ -80,21 +80,20 @@ class DilatedConv2d(nn.Conv2d):
     Other shapes fall back to the plain dilated conv.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         d, (k, _), (s, _), (p, _) = self.dilation[0], self.kernel_size, self.stride, self.padding
         H, W = x.shape[-2:]
         square = self.dilation[0] == self.dilation[1] and k == self.kernel_size[1] and self.stride[0] == self.stride[1]
         if not (square and d > 1 and p == d * (k - 1) // 2 and k % 2 and H // d >= k and W // d >= k
                 and self.padding_mode == "zeros"):
-            return super().forward(x)
+            return super()._conv_forward(x, weight, bias)
         fmt = memory_format_of(x)
         if s == d:
-            return F.conv2d(x[:, :, ::d, ::d].contiguous(memory_format=fmt), self.weight, self.bias, 1, (k - 1) // 2,
-                            1, self.groups)
+            part = x[:, :, ::d, ::d].contiguous(memory_format=fmt)
+            return F.conv2d(part, weight, bias, 1, (k - 1) // 2, 1, self.groups)
         if s != 1 or H % d or W % d:
-            return super().forward(x)
-        parts = polyphase_split(x, d)
-        y = F.conv2d(parts.contiguous(memory_format=fmt), self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
+            return super()._conv_forward(x, weight, bias)
+        y = F.conv2d(polyphase_split(x, d).contiguous(memory_format=fmt), weight, bias, 1, (k - 1) // 2, 1, self.groups)
         return polyphase_merge(y.contiguous(memory_format=fmt), d)
 
 

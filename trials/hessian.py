@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
+from search_spaces.mixed import recompute_off
+
 if TYPE_CHECKING:
     from trials.bilevel import Search
 
@@ -80,7 +82,7 @@ def dominant_eigenvalue(search: Search, batches: int = 2, iters: int = 20, tol: 
     np_state, py_state = np.random.get_state(), random.getstate()
     devices = [search.device] if search.device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), recompute_off(net):
             seed = search.cfg.seed * 1_000_003 + search.epoch
             torch.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it also seeds CUDA
             if devices:
