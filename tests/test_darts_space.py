@@ -246,11 +246,11 @@ def test_darts_supernet_parameter_count() -> None:
 @pytest.mark.parametrize("size", [12, 11, 8])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_polyphase_dilated_conv_equals_the_dilated_conv(k, stride, size, channels_last):
-    """DilatedConv2d (dil_conv's depthwise conv) = conv2d with dilation 2, values and gradients."""
-    from search_spaces.ops import DilatedConv2d
+    """DepthwiseConv2d (dil_conv's depthwise conv) = conv2d with dilation 2, values and gradients."""
+    from search_spaces.ops import DepthwiseConv2d
 
     torch.manual_seed(0)
-    conv = DilatedConv2d(6, 6, k, stride, k - 1, dilation=2, groups=6, bias=False).double()
+    conv = DepthwiseConv2d(6, 6, k, stride, k - 1, dilation=2, groups=6, bias=False).double()
     x = torch.randn(3, 6, size, size, dtype=torch.float64)
     if channels_last:
         conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
@@ -262,3 +262,30 @@ def test_polyphase_dilated_conv_equals_the_dilated_conv(k, stride, size, channel
     g = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(y, [x, conv.weight], g), torch.autograd.grad(ref, [x, conv.weight], g)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_depthwise_conv_column_blocked_weight_gradient(k, stride, dtype):
+    """Wide depthwise kernels get their weight gradient from 3-wide column blocks: equal to conv2d's,
+    input gradient too, and twice differentiable (the Hessian probe needs it)."""
+    from search_spaces.ops import DepthwiseConv2d
+
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-4}  # float32: summation order
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(6, 6, k, stride, k // 2, groups=6, bias=False).to(dtype)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(3, 6, 9, 10, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = conv(x)
+    ref = torch.nn.functional.conv2d(x, conv.weight, None, stride, k // 2, 1, 6)
+    torch.testing.assert_close(y, ref)
+    assert (y.grad_fn is not None and type(y.grad_fn).__name__ == "_ColumnBlockedBackward") == (k > 3 and stride == 1)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(y, [x, conv.weight], g, retain_graph=True),
+                    torch.autograd.grad(ref, [x, conv.weight], g, retain_graph=True)):
+        torch.testing.assert_close(a, b, **tol)
+    gx, gw = torch.autograd.grad(y.square().sum(), [x, conv.weight], create_graph=True)
+    rx, rw = torch.autograd.grad(ref.square().sum(), [x, conv.weight], create_graph=True)
+    torch.testing.assert_close(torch.autograd.grad(gw.sum() + gx.sum(), conv.weight),
+                               torch.autograd.grad(rw.sum() + rx.sum(), conv.weight), **tol)
