@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -82,9 +84,11 @@ class Darts:
                   y_va: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """First order: grad of the validation loss w.r.t. alpha at the current weights."""
         params = self.arch_parameters(search.net)
-        loss, logits = self.loss(search, x_va, y_va, self.edge_weights(search.net), "arch")
-        # only alpha's gradient is needed: autograd.grad skips every conv weight-gradient kernel
-        self._set_grads(params, torch.autograd.grad(loss, params, allow_unused=True))
+        with weights_frozen(self.weight_parameters(search.net)):
+            # only alpha's gradient is needed: with the weights recorded as constants no backward
+            # (the recomputed segments' and the column-blocked convs' included) computes their gradients
+            loss, logits = self.loss(search, x_va, y_va, self.edge_weights(search.net), "arch")
+            self._set_grads(params, torch.autograd.grad(loss, params, allow_unused=True))
         search.a_opt.step()
         return loss.detach(), logits.detach()
 
@@ -163,6 +167,18 @@ class SecondOrder(Darts):
         self._set_grads(arch, tuple(grads_alpha))
         search.a_opt.step()
         return loss.detach(), logits.detach()
+
+
+@contextlib.contextmanager
+def weights_frozen(params: list[nn.Parameter]) -> Iterator[None]:
+    """Record ``params`` as constants in graphs built inside (their ``requires_grad`` is restored)."""
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class _Functional:
