@@ -41,6 +41,7 @@ CASES = [
     (["search", "--set", "train_portion=1"], "train_portion must be in (0, 1)"),
     (["search", "--set", "arch.order=3"], "arch.order must be 1 or 2"),
     (["search", "--set", "relaxation=gumbel"], "relaxation must be softmax or dirichlet"),
+    (["search", "--set", "recompute=sometimes"], "recompute must be auto, always or never"),
     (["search", "--set", "pc.k=3"], "pc.k=3 must divide model.C=16"),
     (["search", "--set", "drnas.reg=l3"], "drnas.reg must be l2, kl or none"),
     (["search", "--set", "mim.steps=never"], "mim.steps must be weight, arch or both"),
