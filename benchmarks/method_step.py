@@ -6,6 +6,7 @@ supernet (DrNAS' DARTS-space preset is 20 cells C=36 with K=6). Each configurati
 subprocess so its peak memory (RSS high-water mark on CPU, max allocated on GPU) is its own.
 
     python benchmarks/method_step.py [--space nb201|darts] [--methods darts,drnas] [--reps 3]
+                                     [--set channels_last=false ...]
 
 The last line is one JSON object with every measurement.
 """
@@ -22,16 +23,16 @@ import time
 METHODS = ["darts", "darts2", "pcdarts", "drnas", "rfdarts", "rfpcdarts", "alphadarts"]
 
 
-def measure(method: str, space: str, reps: int, device: str) -> dict:
+def measure(method: str, space: str, reps: int, device: str, sets: list[str]) -> dict:
     import torch
 
-    from raynas.config import resolve
+    from raynas.config import _deep_merge, parse_set, resolve
     from raynas.data import Dataset
     from trials import cuda_graph
     from trials.bilevel import Search
 
-    cfg = resolve({"method": method, "space": space, "dataset": "cifar10", "device": device,
-                   "arch": {"warmup_epochs": 0}})
+    cfg = resolve(_deep_merge({"method": method, "space": space, "dataset": "cifar10", "device": device,
+                               "arch": {"warmup_epochs": 0}}, parse_set(sets)))
     n = 2 * cfg.batch_size
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -69,18 +70,20 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--one", nargs=2, metavar=("METHOD", "SPACE"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(measure(a.one[0], a.one[1], a.reps, a.device)))
+        print(json.dumps(measure(a.one[0], a.one[1], a.reps, a.device, a.set)))
         return
     spaces = ["nb201", "darts"] if a.space == "both" else [a.space]
     rows = []
     print(f"{'method':<11}{'space':<7}{'batch':>6}{'s/iter':>9}{'steps/s':>9}{'img/s':>8}{'peak MiB':>10}")
     for space in spaces:
         for method in a.methods.split(","):
+            sets = [f"--set={kv}" for kv in a.set]
             out = subprocess.run([sys.executable, __file__, "--one", method, space, "--reps", str(a.reps),
-                                  "--device", a.device], capture_output=True, text=True)
+                                  "--device", a.device, *sets], capture_output=True, text=True)
             if out.returncode:
                 print(f"{method:<11}{space:<7} failed: {out.stderr.strip().splitlines()[-1]}")
                 continue

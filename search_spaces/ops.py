@@ -58,6 +58,57 @@ def polyphase_merge(y: torch.Tensor, d: int) -> torch.Tensor:
     return y.reshape(d, d, n // (d * d), C, h, w).permute(2, 3, 4, 0, 5, 1).reshape(n // (d * d), C, h * d, w * d)
 
 
+#: below this many channels, CPU batch norm on a channels-last tensor runs in NCHW (see batch_norm)
+NARROW_CHANNELS = 16
+
+
+def batch_norm(x: torch.Tensor, mean: torch.Tensor | None, var: torch.Tensor | None, weight: torch.Tensor | None,
+               bias: torch.Tensor | None, training: bool, momentum: float, eps: float) -> torch.Tensor:
+    """``F.batch_norm``, with narrow channels-last CPU tensors normalised in NCHW.
+
+    The CPU's channels-last batch-norm kernel vectorises over channels: with the 4-8 channels a
+    PC-DARTS op sees (C/K) it is 3-7x slower, forward and backward, than the NCHW kernel plus the
+    two layout copies (``benchmarks/kernels.py``). Same numbers; the result keeps ``x``'s layout.
+    """
+    if x.device.type == "cpu" and x.dim() == 4 and x.shape[1] < NARROW_CHANNELS \
+            and memory_format_of(x) == torch.channels_last:
+        y = grad_in_layout(F.batch_norm(x.contiguous(), mean, var, weight, bias, training, momentum, eps))
+        return y.contiguous(memory_format=torch.channels_last)
+    return F.batch_norm(x, mean, var, weight, bias, training, momentum, eps)
+
+
+def weighted_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """``w * bn(x)`` as one batch-norm call whose affine scale carries ``w`` (exactly
+    ``nn.BatchNorm2d.forward``'s handling of running statistics otherwise); ``bn(x)`` when w is None.
+
+    The normalised tensor is then never stored for the backward pass (``w * y`` would keep ``y`` for
+    ``d/dw``), and ``d/dw`` comes out of BN's own weight gradient: one memory pass instead of three.
+    """
+    if w is None:
+        scale, shift = bn.weight, bn.bias
+    else:
+        scale = w.expand(x.shape[1]).contiguous() if bn.weight is None else bn.weight * w
+        shift = None if bn.bias is None else bn.bias * w
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    return batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None,
+                      scale, shift, use_batch_stats, factor, bn.eps)
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose forward goes through :func:`batch_norm` (narrow channels-last tensors
+    on the CPU); same parameters, buffers and state-dict keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        return weighted_batch_norm(self, x)
+
+
 class ReLUConvBN(nn.Sequential):
     """ReLU -> Conv -> BN. ``bias`` is explicit because DARTS and NB201 differ on it."""
 
@@ -66,7 +117,7 @@ class ReLUConvBN(nn.Sequential):
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias),
-            nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track),
+            BatchNorm2d(C_out, affine=affine, track_running_stats=track),
         )
 
 
@@ -160,7 +211,7 @@ class DilConv(nn.Sequential):
             nn.ReLU(inplace=False),
             DepthwiseConv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track),
+            BatchNorm2d(C_out, affine=affine, track_running_stats=track),
         )
 
 
@@ -202,7 +253,7 @@ class FactorizedReduce(nn.Module):
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=bias)
         self.conv_2 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=bias)
-        self.bn = nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track)
+        self.bn = BatchNorm2d(C_out, affine=affine, track_running_stats=track)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.reduce(self.relu(x)))
@@ -283,26 +334,6 @@ def parts(op: nn.Module) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     if isinstance(op, nn.Sequential):
         return [p for m in op for p in parts(m)]
     return [op]
-
-
-def weighted_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``w * bn(x)`` as one batch-norm call whose affine scale carries ``w`` (exactly
-    ``nn.BatchNorm2d.forward``'s handling of running statistics otherwise).
-
-    The normalised tensor is then never stored for the backward pass (``w * y`` would keep ``y`` for
-    ``d/dw``), and ``d/dw`` comes out of BN's own weight gradient: one memory pass instead of three.
-    """
-    scale = w.expand(x.shape[1]).contiguous() if bn.weight is None else bn.weight * w
-    shift = None if bn.bias is None else bn.bias * w
-    factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            factor = 1.0 / float(bn.num_batches_tracked)
-    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
-    track = not bn.training or bn.track_running_stats
-    return F.batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None,
-                        scale, shift, use_batch_stats, factor, bn.eps)
 
 
 #: ops with no learnable weights; a genotype full of them is the classic DARTS collapse.

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from raynas.config import resolve
 from raynas.data import load_dataset
 from search_spaces.mixed import channel_shuffle
-from search_spaces.ops import FactorizedReduce
+from search_spaces.ops import NARROW_CHANNELS, BatchNorm2d, FactorizedReduce
 from trials.bilevel import Search
 
 
@@ -51,6 +51,32 @@ def test_channel_shuffle_keeps_values_and_layout():
     assert torch.equal(nhwc, channel_shuffle(x, 4))
     assert nhwc.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(channel_shuffle(x, 4)[:, :4], x[:, ::3])  # group g's first channel, then the next
+
+
+@pytest.mark.parametrize("C", [4, NARROW_CHANNELS])  # the NCHW detour below NARROW_CHANNELS, the plain call at it
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_of_narrow_channels_last_tensors(C, training):
+    """ops.BatchNorm2d = nn.BatchNorm2d (values, input and affine gradients, running statistics),
+    and the result and the input's gradient stay channels-last."""
+    torch.manual_seed(0)
+    ref, ours = torch.nn.BatchNorm2d(C).double(), BatchNorm2d(C).double()
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5), ref.bias.normal_(), ref.running_mean.normal_(), ref.running_var.uniform_(1, 2)
+    ours.load_state_dict(ref.state_dict())
+    ref.train(training), ours.train(training)
+    x = torch.randn(3, C, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yr, yo = ref(xr), ours(xo)
+    assert yo.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(yo, yr)
+    g = torch.randn_like(yr).contiguous(memory_format=torch.channels_last)
+    yr.backward(g), yo.backward(g)
+    assert xo.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(xo.grad, xr.grad)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad)
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[key], value)
 
 
 @pytest.mark.parametrize("method, space, layers", [("darts", "nb201", 1), ("darts", "darts", 3),
