@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from search_spaces.nb201 import GenotypeError
-from search_spaces.mixed import MixedOp
+from search_spaces.mixed import MixedOp, edge_scale_key, node_sum
 from search_spaces.ops import OPS, PARAMETER_FREE, FactorizedReduce, ReLUConvBN, grad_in_layout
 
 PRIMITIVES: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -216,13 +216,13 @@ class SearchCell(nn.Module):
                                            pool_bn=True, partial_k=partial_k)
                                    for (j, _), names in zip(edges(steps), edge_ops))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
         states, offset = [grad_in_layout(self.preprocess0(s0)), grad_in_layout(self.preprocess1(s1))], 0
         shared: list[dict] = [{}, {}]  # per state: work the edges leaving it share (see MixedOp.forward)
         for _ in range(self.steps):
-            s = self.edges[offset](states[0], weights[offset], shared[0])
-            for j in range(1, len(states)):
-                s = s.add_(self.edges[offset + j](states[j], weights[offset + j], shared[j]))  # s: a fresh sum
+            rows = slice(offset, offset + len(states))
+            s = node_sum(self.edges[rows], states, weights[rows], shared, None if scale is None else scale[rows])
             offset += len(states)
             states.append(grad_in_layout(s))
             shared.append({})
@@ -282,7 +282,8 @@ class DartsSupernet(nn.Module):
                                  f"expected {tuple(self.alphas[cell].shape)}")
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, grad_in_layout(cell(s0, s1, weights["reduce" if cell.reduction else "normal"]))
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, grad_in_layout(cell(s0, s1, weights[kind], weights.get(edge_scale_key(kind))))
         self.features = s1
         return self.classifier(s1.mean(dim=(2, 3)))
 

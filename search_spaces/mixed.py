@@ -100,13 +100,24 @@ class MixedOp(nn.Module):
         self.k = k
         return moved
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, shared: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, shared: dict | None = None,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
         """``sum_o w_o * o(x)``. ``shared`` is one dict per node input, given to every edge leaving that
         node, so parameter-free work on the input (a ReLU, a pooling, the partial-channel slice) is
-        done once per node instead of once per edge and op."""
+        done once per node instead of once per edge and op. ``scale``: see :meth:`partial`."""
         shared = {} if shared is None else shared
         if self.k == 1:
             return self._mix(x, w, shared)
+        return channel_shuffle(torch.cat(self.partial(x, w, shared, scale), dim=1), self.k)
+
+    def partial(self, x: torch.Tensor, w: torch.Tensor, shared: dict, scale: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Partial channels before the cat and shuffle: (ops on the first C/K channels, the rest).
+
+        The rest bypasses the ops (max-pooled on reduction edges) and is multiplied by ``scale``
+        when given: PC-DARTS' edge normalisation scales the whole edge, and only its factor on the
+        ops' part can ride in ``w``.
+        """
         part = self.C // self.k
         key = ("partial", self.k)
         if key not in shared:  # one split per node: its backward is one cat, not a zero-fill per edge and slice
@@ -115,7 +126,7 @@ class MixedOp(nn.Module):
         xa, xb, sub = shared[key]
         ya = self._mix(xa, w, sub)
         yb = xb if self.stride == 1 else F.max_pool2d(xb.contiguous(memory_format=memory_format_of(x)), 2, 2)
-        return channel_shuffle(torch.cat([ya, yb], dim=1), self.k)
+        return ya, yb if scale is None else yb * scale
 
     def _plan(self) -> list[tuple[int, tuple | None, Callable | None, list[list[Callable]], nn.BatchNorm2d | None]]:
         """Per active op: (index, share key, shareable first layer, remaining layers in segments, final
@@ -154,6 +165,34 @@ class MixedOp(nn.Module):
         if out is None:
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)
         return out
+
+
+def edge_scale_key(cell: str) -> str:
+    """Key of the optional per-edge factor on the bypassed channels in a supernet's weights dict
+    (PC-DARTS' edge normalisation; see ``MixedOp.partial``)."""
+    return f"{cell}.edge_scale"
+
+
+def node_sum(edges: Sequence[MixedOp], inputs: Sequence[torch.Tensor], weights: torch.Tensor,
+             shared: Sequence[dict], scale: torch.Tensor | None = None) -> torch.Tensor:
+    """One supernet node: ``sum_j edges[j](inputs[j], weights[j], shared[j], scale[j])``.
+
+    With partial channels every edge ends in the same cat and channel shuffle, both linear, so the
+    node is ``shuffle(cat[sum_j ya_j, sum_j yb_j])``: one cat and one shuffle per node instead of one
+    per edge, with the same sums in the same order.
+    """
+    k = edges[0].k
+    if k == 1 or any(e.k != k for e in edges):
+        s = edges[0](inputs[0], weights[0], shared[0], None if scale is None else scale[0])
+        for j in range(1, len(edges)):
+            s = s.add_(edges[j](inputs[j], weights[j], shared[j], None if scale is None else scale[j]))  # fresh
+        return s
+    sa = sb = None
+    for j, edge in enumerate(edges):
+        ya, yb = edge.partial(inputs[j], weights[j], shared[j], None if scale is None else scale[j])
+        sa = ya if sa is None else sa.add_(ya)  # ya: a fresh sum nobody saved
+        sb = yb if sb is None else sb + yb  # yb may be a view of the input
+    return channel_shuffle(torch.cat([grad_in_layout(sa), sb], dim=1), k)
 
 
 def _segments(chain: list[Callable]) -> list[tuple[list[Callable], bool]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from search_spaces.mixed import MixedOp
+from search_spaces.mixed import MixedOp, edge_scale_key, node_sum
 from search_spaces.ops import OPS, PARAMETER_FREE, ReLUConvBN, grad_in_layout
 
 OPS_NB201: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -99,13 +99,12 @@ class SearchCell(nn.Module):
         super().__init__()
         self.edges = nn.ModuleList(MixedOp(C, 1, ops, affine, track, partial_k=partial_k) for _ in EDGES)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         nodes, k = [grad_in_layout(x)], 0
         shared: list[dict] = [{}]  # per node: work the edges leaving it share (see MixedOp.forward)
         for i in range(1, NODES):
-            s = self.edges[k](nodes[0], weights[k], shared[0])
-            for j in range(1, i):
-                s = s.add_(self.edges[k + j](nodes[j], weights[k + j], shared[j]))  # s: a fresh sum
+            rows = slice(k, k + i)
+            s = node_sum(self.edges[rows], nodes, weights[rows], shared, None if scale is None else scale[rows])
             nodes.append(grad_in_layout(s))
             shared.append({})
             k += i
@@ -164,9 +163,9 @@ class NB201Supernet(_Macro):
         self.alphas = nn.ParameterDict({"cell": nn.Parameter(1e-3 * torch.randn(len(EDGES), len(ops)))})
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = self.stem(x)
+        x, scale = self.stem(x), weights.get(edge_scale_key("cell"))
         for cell in self.cells:
-            x = cell(x, weights["cell"]) if isinstance(cell, SearchCell) else cell(x)
+            x = cell(x, weights["cell"], scale) if isinstance(cell, SearchCell) else cell(x)
         self.features = x
         return self.head(x)
 

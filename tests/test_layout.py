@@ -119,8 +119,12 @@ def test_channels_last_search_is_bit_identical_when_repeated_in_one_process(digi
 def test_partial_channel_outputs_stay_channels_last(digits):
     s = Search(cfg(method="pcdarts", space="darts"), digits)
     seen = []
-    for _, _, op in s.net.mixed_ops():
-        op.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))
+    for module in [*s.net.cells, *(op for _, _, op in s.net.mixed_ops())]:  # cells sum edges via MixedOp.partial
+        module.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))
     x, _ = next(iter(s.w_stream.epoch(s._generator(0))))
-    s.net(s._input(x), {k: v.detach() for k, v in s.method.edge_weights(s.net).items()})
-    assert seen and all(seen)
+    weights = {k: v.detach() for k, v in s.method.edge_weights(s.net).items()}
+    s.net(s._input(x), weights)
+    assert len(seen) == len(s.net.cells) and all(seen)
+    _, e, op = next(iter(s.net.mixed_ops()))
+    op(torch.randn(2, op.C, 8, 8).contiguous(memory_format=torch.channels_last), weights["normal"][e])
+    assert len(seen) == len(s.net.cells) + 1 and all(seen)

@@ -94,6 +94,67 @@ def test_edge_normalisation_beta_gets_gradients_and_reorders_edges(digits):
     assert sorted(src for _, src in s.genotype().normal[2:4]) == [1, 2]
 
 
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_pcdarts_cell_is_the_reference_formula(digits, space):
+    """Every node = sum_i softmax(beta)_i * shuffle(cat[sum_o softmax(alpha_i)_o o(x_i[:C/K]), x_i[C/K:]]),
+    bypassed channels max-pooled on reduction edges (PC-DARTS model_search.py); beta scales the
+    bypassed channels too."""
+    s = Search(cfg(method="pcdarts", space=space, model={"C": 8, "layers": 3 if space == "darts" else 1},
+                   pc={"k": 2}), digits)
+    net = s.net.double()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in net.alphas.values():
+            p.normal_()
+    cell = next(c for c in net.cells if c.edges[0].stride == 2) if space == "darts" else net.cells[0]
+    kind = ("reduce" if cell.reduction else "normal") if space == "darts" else "cell"
+    weights = s.method.edge_weights(net)
+    soft_beta = torch.cat([F.softmax(net.alphas[f"beta_{kind}"][[i for i, t in enumerate(net.targets[kind]) if t == n]],
+                                     dim=0) for n in sorted(set(net.targets[kind]))])
+    torch.testing.assert_close(weights[f"{kind}.edge_scale"], soft_beta)  # targets are grouped by node
+
+    def edge(op, x, alpha):
+        part = op.C // op.k
+        w = F.softmax(alpha, dim=-1)
+        ya = sum(w[o] * op.ops[o](x[:, :part]) for o in op.active)
+        yb = x[:, part:] if op.stride == 1 else F.max_pool2d(x[:, part:], 2, 2)
+        return channel_shuffle(torch.cat([ya, yb], dim=1), op.k)
+
+    net.eval()  # BN running statistics: the two computations see the same normalisation
+    if space == "darts":
+        s0, s1 = (torch.randn(2, next(m for m in pre.modules() if isinstance(m, nn.Conv2d)).in_channels, 8, 8,
+                              dtype=torch.float64) for pre in (cell.preprocess0, cell.preprocess1))
+        out = cell(s0, s1, weights[kind], weights[f"{kind}.edge_scale"])
+        states, e = [cell.preprocess0(s0), cell.preprocess1(s1)], 0
+        for _ in range(cell.steps):
+            states.append(sum(soft_beta[e + j] * edge(cell.edges[e + j], h, net.alphas[kind][e + j])
+                              for j, h in enumerate(states)))
+            e += len(states) - 1
+        ref = torch.cat(states[-cell.multiplier:], dim=1)
+    else:
+        x = torch.randn(2, 8, 8, 8, dtype=torch.float64)
+        out = cell(x, weights[kind], weights[f"{kind}.edge_scale"])
+        nodes, e = [x], 0
+        for i in range(1, 4):
+            nodes.append(sum(soft_beta[e + j] * edge(cell.edges[e + j], nodes[j], net.alphas[kind][e + j])
+                             for j in range(i)))
+            e += i
+        ref = nodes[-1]
+    torch.testing.assert_close(out, ref)
+
+
+def test_edge_normalisation_composes_with_dirichlet_weights(digits):
+    """``pc.edge_norm`` on DrNAS' sampled weights: beta scales them and receives gradients."""
+    s = Search(cfg(method="drnas", pc={"k": 2, "edge_norm": True}), digits)
+    assert [p.__name__ for p in pieces(s.cfg)] == ["EdgeNormalisation", "Dirichlet"]
+    w = s.method.edge_weights(s.net)
+    assert "cell.edge_scale" in w
+    torch.testing.assert_close(w["cell"].sum(-1), w["cell.edge_scale"])  # Dirichlet rows sum to 1
+    x, y, xa, ya = batches(s)
+    s.method.arch_step(s, x, y, xa, ya)
+    assert s.net.alphas["beta_cell"].grad.abs().sum() > 0
+
+
 # ------------------------------------------------------------------------------------------ DrNAS
 def test_dirichlet_weights_are_sampled_and_differentiable(digits):
     s = Search(cfg(method="drnas"), digits)

@@ -37,10 +37,10 @@ def pieces(cfg: SearchConfig) -> list[type[darts.Darts]]:
         chosen.append(rfdarts.RandomFeatures)
     if cfg.drnas.progressive:
         chosen.append(drnas.Progressive)
+    if cfg.pc.edge_norm:  # outside the relaxation: it scales whatever weights the relaxation gives
+        chosen.append(pcdarts.EdgeNormalisation)
     if cfg.relaxation == "dirichlet":
         chosen.append(drnas.Dirichlet)
-    if cfg.pc.edge_norm:
-        chosen.append(pcdarts.EdgeNormalisation)
     if cfg.arch.order == 2:
         chosen.append(darts.SecondOrder)
     return chosen

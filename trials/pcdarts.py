@@ -3,9 +3,11 @@
 Partial channels are a supernet option (``pc.k``: only the first C/K channels enter an edge's ops,
 the rest bypass them, max-pooled on reduction edges, then a channel shuffle; see
 ``search_spaces.mixed.MixedOp``). Edge normalisation is the piece here: a second architecture
-vector beta per cell type, softmaxed over each node's incoming edges, scales every edge. Since
-``sum_o beta_e w_eo o(x) = beta_e sum_o w_eo o(x)``, folding beta into the op weights is exactly
-the reference's cell-level product, and derivation ranks edges by the same product.
+vector beta per cell type, softmaxed over each node's incoming edges, scales every edge's output,
+bypassed channels included (the reference's ``sum_j weights2[j] * MixedOp_j(h_j)``). Its factor on
+the ops' part is folded into the op weights (``sum_o beta_e w_eo o(x) = beta_e sum_o w_eo o(x)``),
+which is also the product derivation ranks edges by; the bypassed channels get it as the
+supernet's edge scale (``edge_scale_key``).
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
+from search_spaces.mixed import edge_scale_key
 from trials.darts import Darts
 
 if TYPE_CHECKING:
     from trials.bilevel import Search
 
 
-def edge_normalised(weights: torch.Tensor, beta: torch.Tensor, targets: list[int]) -> torch.Tensor:
-    """``weights * softmax(beta over the edges entering the same node)[:, None]``.
+def edge_normalisation(beta: torch.Tensor, targets: list[int]) -> torch.Tensor:
+    """``softmax(beta over the edges entering the same node)``, one factor per edge.
 
     Indexed with Python ints only: no index tensor crosses to the device and nothing waits on the host,
     so the step can be recorded in a CUDA graph.
@@ -33,7 +36,7 @@ def edge_normalised(weights: torch.Tensor, beta: torch.Tensor, targets: list[int
         soft = torch.softmax(torch.stack([beta[i] for i in rows]), dim=0)
         for j, i in enumerate(rows):
             norm[i] = soft[j]
-    return weights * torch.stack(norm)[:, None]
+    return torch.stack(norm)
 
 
 class EdgeNormalisation(Darts):
@@ -44,18 +47,22 @@ class EdgeNormalisation(Darts):
             net.alphas[f"beta_{cell}"] = nn.Parameter(1e-3 * torch.randn(len(net.edge_ops()[cell]),
                                                                            device=net.alphas[cell].device))
 
-    def _normalise(self, net: nn.Module, weights: dict[str, torch.Tensor], detach: bool) -> dict[str, torch.Tensor]:
+    def _normalise(self, net: nn.Module, weights: dict[str, torch.Tensor], detach: bool,
+                   scales: bool) -> dict[str, torch.Tensor]:
         out = {}
         for cell, w in weights.items():
             beta = net.alphas[f"beta_{cell}"]
-            out[cell] = edge_normalised(w, beta.detach() if detach else beta, net.targets[cell])
+            norm = edge_normalisation(beta.detach() if detach else beta, net.targets[cell])
+            out[cell] = w * norm[:, None]
+            if scales:
+                out[edge_scale_key(cell)] = norm
         return out
 
     def edge_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
-        return self._normalise(net, super().edge_weights(net), detach=False)
+        return self._normalise(net, super().edge_weights(net), detach=False, scales=True)
 
     def genotype_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
-        return self._normalise(net, super().genotype_weights(net), detach=True)
+        return self._normalise(net, super().genotype_weights(net), detach=True, scales=False)
 
 
 def defaults(space: str) -> dict[str, Any]:
