@@ -51,6 +51,8 @@ class ArchOptimConfig:
     weight_decay: float = 1e-3
     warmup_epochs: int = 0          # epochs of weight-only training before alpha starts moving
     order: int = 1                  # 1: first-order DARTS; 2: unrolled (second order)
+    step_order: str = "arch_weight"  # per iteration: arch_weight (DARTS, PC-DARTS, DrNAS code) | weight_arch
+                                     # (NAS-Bench-201's DARTS-V1 script: the weight step first)
     unrolled_eps: float = 0.01      # DARTS 2nd order: epsilon = unrolled_eps / ||grad||
 
 
@@ -128,10 +130,12 @@ class SearchConfig:
         return dataclasses.asdict(self)
 
 
-# Paper defaults per space: NB201 follows the NAS-Bench-201 DARTS config (nesterov, wd 5e-4, N=5);
+# Paper defaults per space: NB201 follows the NAS-Bench-201 DARTS config and DARTS-V1 script (nesterov,
+# wd 5e-4, N=5, weight step before arch step);
 # the DARTS-family spaces follow quark0/darts train_search.py (8 cells, wd 3e-4).
 SPACE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nb201": {"model": {"C": 16, "layers": 5}, "optim": {"weight_decay": 5e-4, "nesterov": True}},
+    "nb201": {"model": {"C": 16, "layers": 5}, "optim": {"weight_decay": 5e-4, "nesterov": True},
+              "arch": {"step_order": "weight_arch"}},
     "darts": {"model": {"C": 16, "layers": 8}, "optim": {"weight_decay": 3e-4, "nesterov": False}},
 }
 for _s in ("s1", "s2", "s3", "s4"):
@@ -294,6 +298,8 @@ def _check_range(cfg: SearchConfig) -> None:
     need(a.warmup_epochs >= 0, f"arch.warmup_epochs must be >= 0, got {a.warmup_epochs}")
     need(a.unrolled_eps > 0, f"arch.unrolled_eps must be > 0, got {a.unrolled_eps}")
     need(a.order in (1, 2), f"arch.order must be 1 or 2, got {a.order}")
+    need(a.step_order in ("arch_weight", "weight_arch"),
+         f"arch.step_order must be arch_weight or weight_arch, got {a.step_order!r}")
     need(cfg.recompute in ("auto", "always", "never"),
          f"recompute must be auto, always or never, got {cfg.recompute!r}")
     need(cfg.relaxation in ("softmax", "dirichlet"), f"relaxation must be softmax or dirichlet, got {cfg.relaxation!r}")

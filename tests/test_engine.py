@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from raynas.config import resolve
 from raynas.data import load_dataset
+from trials import cuda_graph
 from trials.bilevel import Search, search
 
 TINY = {"dataset": "digits", "batch_size": 16, "max_steps_per_epoch": 3, "eval_batches": 2, "device": "cpu",
@@ -164,3 +165,28 @@ def test_corrupted_checkpoint_names_the_file(tmp_path, digits):
 def test_search_api_returns_result(digits):
     r = search(tiny(epochs=1), digits)
     assert r.epochs == 1 and r.genotype.count("~") == 6 and r.final["train_acc"] is not None
+
+
+@pytest.mark.parametrize("order", ["weight_arch", "arch_weight"])
+def test_step_order_decides_which_weights_the_arch_step_sees(digits, order):
+    """NB201's DARTS-V1 script updates the weights first, every other reference code alpha first: one
+    iteration equals the two steps called by hand in that order, and differs from the other order."""
+    def run(manual: str | None) -> torch.Tensor:
+        s = Search(tiny(epochs=1, arch={"step_order": order, "lr": 0.1}), digits)
+        x, y = next(iter(s.w_stream.epoch(s._generator(0))))
+        xa, ya = next(iter(s.a_stream.epoch(s._generator(1))))
+        if manual is None:
+            cuda_graph.iteration(s, update_arch=True)(x, y, xa, ya)
+        for step in (manual or "").split("_"):
+            if step == "weight":
+                s.weight_step(x, y)
+            elif step == "arch":
+                s.method.arch_step(s, x, y, xa, ya)
+        return s.net.alphas["cell"].detach().clone()
+
+    assert resolve({"space": "nb201"}).arch.step_order == "weight_arch"
+    assert resolve({"space": "nb201", "method": "darts2"}).arch.step_order == "arch_weight"
+    assert resolve({"space": "darts"}).arch.step_order == "arch_weight"
+    other = "arch_weight" if order == "weight_arch" else "weight_arch"
+    assert torch.equal(run(None), run(order))
+    assert not torch.equal(run(None), run(other))

@@ -143,6 +143,19 @@ def test_pcdarts_cell_is_the_reference_formula(digits, space):
     torch.testing.assert_close(out, ref)
 
 
+def test_pcdarts_evaluates_the_network_it_trains(digits):
+    """The evaluation forward gets the edge scales too (the reference's ``infer`` is its training forward)."""
+    s = Search(cfg(method="pcdarts", pc={"k": 2}), digits)
+    with torch.no_grad():
+        for p in s.net.alphas.values():
+            p.normal_()
+    s.net.eval()
+    x = torch.randn(4, 1, 8, 8)
+    train = {k: v.detach() for k, v in s.method.edge_weights(s.net).items()}
+    torch.testing.assert_close(s.net(x, s.method.eval_weights(s.net)), s.net(x, train))
+    assert not torch.allclose(s.net(x, s.method.genotype_weights(s.net)), s.net(x, train))
+
+
 def test_edge_normalisation_composes_with_dirichlet_weights(digits):
     """``pc.edge_norm`` on DrNAS' sampled weights: beta scales them and receives gradients."""
     s = Search(cfg(method="drnas", pc={"k": 2, "edge_norm": True}), digits)

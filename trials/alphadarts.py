@@ -51,7 +51,7 @@ class MaskedImageModelling(Darts):
             net.eval()
             with torch.no_grad():
                 x = torch.zeros(1, data.in_channels, data.resolution, data.resolution, device=search.device)
-                net(x, self.genotype_weights(net))
+                net(x, self.eval_weights(net))
             net.train(was_training)
             feats = net.features
             up = data.resolution // feats.shape[-1]

@@ -237,7 +237,7 @@ class Search:
         if self.cfg.eval_batches == 0:
             return None, None
         self.net.eval()
-        weights = self.method.genotype_weights(self.net)
+        weights = self.method.eval_weights(self.net)
 
         def forward(x: torch.Tensor) -> tuple[torch.Tensor]:
             return (self.net(self._input(x), weights),)

@@ -85,11 +85,16 @@ def use_graphs(search: Search) -> bool:
 
 
 def iteration(search: Search, update_arch: bool) -> Callable[..., Tensors]:
-    """The search iteration of one epoch: (arch step,) weight step -> their losses and logits."""
+    """The search iteration of one epoch: arch step (when ``update_arch``) and weight step, in the
+    configured order (``arch.step_order``) -> their losses and logits."""
+    weight_first = search.cfg.arch.step_order == "weight_arch"
 
     def step(x: torch.Tensor, y: torch.Tensor, xa: torch.Tensor, ya: torch.Tensor) -> Tensors:
+        if weight_first:
+            loss, logits = search.weight_step(x, y)
         a_loss, a_logits = search.method.arch_step(search, x, y, xa, ya) if update_arch else (x.new_zeros(()),) * 2
-        loss, logits = search.weight_step(x, y)
+        if not weight_first:
+            loss, logits = search.weight_step(x, y)
         return a_loss, a_logits, loss, logits
 
     return Graphed(step, "search iteration") if use_graphs(search) else step

@@ -60,6 +60,11 @@ class Darts:
         """Deterministic weights for derivation and evaluation."""
         return {k: F.softmax(a.detach(), dim=-1) for k, a in self.alphas(net).items()}
 
+    def eval_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
+        """What the evaluation forward gets: the genotype weights plus any other input of the
+        supernet's training forward (PC-DARTS' edge scales)."""
+        return self.genotype_weights(net)
+
     # -- which parameters train -------------------------------------------------------------------
     def arch_parameters(self, net: nn.Module) -> list[nn.Parameter]:
         return list(net.alphas.values())
@@ -202,4 +207,5 @@ def defaults(space: str) -> dict[str, Any]:
 
 
 def defaults_second_order(space: str) -> dict[str, Any]:
-    return {"arch": {"order": 2}}
+    """Unrolled DARTS; the arch step comes first (quark0/darts, NAS-Bench-201's DARTS-V2 script)."""
+    return {"arch": {"order": 2, "step_order": "arch_weight"}}

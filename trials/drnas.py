@@ -157,14 +157,16 @@ def defaults(space: str) -> dict[str, Any]:
     """The DrNAS code's protocols: NB201 non-progressive (201-space/train_search.py: 100 epochs,
     SGD 0.025 -> 0.001 wd 3e-4, Adam 3e-4 with the L2 regulariser 1e-3); the DARTS space progressive
     (DARTS-space/train_search.py: 20 cells C=36, no `none`, SGD 0.1 -> 0, Adam 6e-4, 25 + 25 epochs,
-    K 6 -> 4, ops 7 -> 4, 10 warm-up epochs per stage). S1-S4 keep their op lists, non-progressive."""
-    base = {"relaxation": "dirichlet", "arch": {"weight_decay": 0.0}, "drnas": {"reg": "l2", "reg_scale": 1e-3}}
+    K 6 -> 4, ops 7 -> 4, 10 warm-up epochs per stage). S1-S4 keep their op lists, non-progressive.
+    The arch step comes first everywhere."""
+    base = {"relaxation": "dirichlet", "drnas": {"reg": "l2", "reg_scale": 1e-3}}
+    arch = {"weight_decay": 0.0, "step_order": "arch_weight"}
     if space == "nb201":
         return {**base, "epochs": 100, "optim": {"lr": 0.025, "lr_min": 0.001, "weight_decay": 3e-4,
-                                                  "nesterov": False}, "arch": {"lr": 3e-4, "weight_decay": 0.0}}
+                                                  "nesterov": False}, "arch": {**arch, "lr": 3e-4}}
     if space == "darts":
         return {**base, "model": {"C": 36, "layers": 20, "exclude_ops": ["none"]},
-                "optim": {"lr": 0.1, "lr_min": 0.0}, "arch": {"lr": 6e-4, "weight_decay": 0.0},
+                "optim": {"lr": 0.1, "lr_min": 0.0}, "arch": {**arch, "lr": 6e-4},
                 "drnas": {"reg": "l2", "reg_scale": 1e-3, "progressive": True, "stage_epochs": [25, 25],
                           "ks": [6, 4], "keep_ops": [7, 4], "stage_warmup": 10}}
-    return {**base, "arch": {"lr": 6e-4, "weight_decay": 0.0}}
+    return {**base, "arch": {**arch, "lr": 6e-4}}
