@@ -28,7 +28,8 @@ class ModelConfig:
     layers: int = 5                # NB201: cells per stage (N); DARTS spaces: total cells
     track_running_stats: bool = True  # BN in searched ops (affine is False unless random features)
     exclude_ops: list[str] = field(default_factory=list)  # e.g. DrNAS's DARTS space drops "none"
-    drop_path: float = 0.0         # max drop-path prob on op outputs in the supernet, ramped linearly (RobustDARTS)
+    drop_path: float = 0.0         # max drop-path prob on op outputs in the supernet, ramped linearly to the
+                                   # last epoch (RobustDARTS: p * epoch / (epochs - 1))
 
 
 @dataclass
@@ -118,6 +119,8 @@ class SearchConfig:
     hessian_batches: int = 2
     collapse_skip: int | None = None  # stop a trial (status stopped_collapse) once its genotype has this many skips
     relaxation: str = "softmax"      # softmax (DARTS) | dirichlet (DrNAS): how alpha becomes edge weights
+    cutout: int = 0                  # search-time cutout side on both splits (RobustDARTS: 16 with drop-path); 0: off
+    cutout_prob: float = 1.0         # per-image probability; ramped like drop-path when model.drop_path > 0
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
@@ -327,6 +330,8 @@ def _check_range(cfg: SearchConfig) -> None:
     bad = [o for o in cfg.model.exclude_ops if o not in OPS]
     need(not bad, f"model.exclude_ops: unknown ops {bad}; valid: {', '.join(sorted(OPS))}")
     need(0.0 <= cfg.model.drop_path < 1.0, f"model.drop_path must be in [0, 1), got {cfg.model.drop_path}")
+    need(cfg.cutout >= 0, f"cutout must be >= 0, got {cfg.cutout}")
+    need(0.0 <= cfg.cutout_prob <= 1.0, f"cutout_prob must be in [0, 1], got {cfg.cutout_prob}")
     if cfg.data_dir is not None and cfg.dataset != "digits":
         need(Path(cfg.data_dir).is_dir() or cfg.download,
              f"data_dir {cfg.data_dir} does not exist; pass an existing --data-dir (or --download to fetch)")

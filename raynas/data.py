@@ -124,14 +124,15 @@ def _div255(values: Sequence[float]) -> tuple[float, ...]:
 
 # Normalisation constants and augmentation are those of the papers' code:
 # CIFAR-10: DARTS utils.py (CIFAR_MEAN/STD); CIFAR-100, ImageNet16-120: NAS-Bench-201 / xautodl
-# get_datasets (RandomCrop(32, 4) / RandomCrop(16, 2) + RandomHorizontalFlip).  SVHN digits are not
-# mirror-symmetric, so no flip.  Fashion-MNIST: flipping clothes left/right keeps the class (a
-# mirrored shoe is still a shoe), so flip=True with a 2-pixel crop for 28x28.  sklearn digits (8x8):
+# get_datasets (RandomCrop(32, 4) / RandomCrop(16, 2) + RandomHorizontalFlip).  SVHN: digits are not
+# mirror-symmetric, but RobustDARTS (the reference code that searches on SVHN) flips them too
+# (src/utils.py _data_transforms_svhn), so flip.  Fashion-MNIST: flipping clothes left/right keeps the
+# class (a mirrored shoe is still a shoe), so flip=True with a 2-pixel crop for 28x28.  sklearn digits (8x8):
 # no crop, no flip; its mean/std are computed from its train split at load time.
 _SPECS: dict[str, _Spec] = {
     "cifar10": _Spec(10, (0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768), 4, True),
     "cifar100": _Spec(100, _div255((129.3, 124.1, 112.4)), _div255((68.2, 65.4, 70.4)), 4, True),
-    "svhn": _Spec(10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, False),
+    "svhn": _Spec(10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, True),
     "imagenet16-120": _Spec(120, _div255((122.68, 116.66, 104.01)), _div255((63.22, 61.26, 65.09)), 2, True),
     "fashion-mnist": _Spec(10, (0.2860,), (0.3530,), 2, True),
     "digits": _Spec(10, (0.0,), (1.0,), 0, False),  # mean/std replaced at load time
@@ -813,3 +814,23 @@ class BatchStream:
                     None if flips is None else flips[sl],
                 )
             yield _normalize(x, self._mean, self._std), self.y[idx]
+
+
+def cutout(x: torch.Tensor, length: int, generator: torch.Generator, prob: float = 1.0) -> torch.Tensor:
+    """DARTS ``utils.Cutout`` on a whole batch: per image, zero the ``length`` square (clipped at the
+    border) centred on a uniformly drawn pixel. Applied after normalisation, as in the reference.
+    ``prob < 1``: each image is cut with that probability (RobustDARTS' ``Cutout(length, prob)``)."""
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b,), generator=generator, device=generator.device).to(x.device)
+    cx = torch.randint(0, w, (b,), generator=generator, device=generator.device).to(x.device)
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    half = length // 2
+    in_y = (rows >= (cy - half)[:, None]) & (rows < (cy + half)[:, None])  # [B, H]
+    in_x = (cols >= (cx - half)[:, None]) & (cols < (cx + half)[:, None])  # [B, W]
+    cut = in_y[:, :, None] & in_x[:, None, :]
+    if prob < 1.0:
+        chosen = torch.rand(b, generator=generator, device=generator.device).to(x.device) < prob
+        cut = cut & chosen[:, None, None]
+    return x * (~cut)[:, None].to(x.dtype)
+

@@ -134,23 +134,6 @@ def _check(cfg: RetrainConfig) -> None:
 
 # ------------------------------------------------------------------------------------------ training
 
-def cutout(x: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
-    """DARTS ``utils.Cutout`` on a whole batch: per image, zero the ``length`` square (clipped at the
-    border) centred on a uniformly drawn pixel. Applied after normalisation, as in the reference."""
-    import torch
-
-    b, _, h, w = x.shape
-    cy = torch.randint(0, h, (b,), generator=generator, device=generator.device).to(x.device)
-    cx = torch.randint(0, w, (b,), generator=generator, device=generator.device).to(x.device)
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    half = length // 2
-    in_y = (rows >= (cy - half)[:, None]) & (rows < (cy + half)[:, None])  # [B, H]
-    in_x = (cols >= (cx - half)[:, None]) & (cols < (cx + half)[:, None])  # [B, W]
-    keep = ~(in_y[:, :, None] & in_x[:, None, :])
-    return x * keep[:, None].to(x.dtype)
-
-
 class RetrainDiverged(RuntimeError):
     """The training loss became NaN or infinite; ``epoch`` is 0-based."""
 
@@ -212,6 +195,8 @@ class Retrain:
         """One epoch of training, then the test split; the metrics every Tune result carries."""
         import torch
         import torch.nn.functional as F
+
+        from raynas.data import cutout
 
         cfg, e = self.cfg, self.epoch
         torch.manual_seed(self._seed(3))  # drop-path masks (and S4 noise ops) depend on (seed, epoch) only

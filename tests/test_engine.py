@@ -190,3 +190,25 @@ def test_step_order_decides_which_weights_the_arch_step_sees(digits, order):
     other = "arch_weight" if order == "weight_arch" else "weight_arch"
     assert torch.equal(run(None), run(order))
     assert not torch.equal(run(None), run(other))
+
+
+def test_drop_path_and_cutout_ramp_to_the_last_epoch_as_robustdarts(digits):
+    """RobustDARTS' DP regularisation: drop-path p * epoch / (epochs - 1) on the op outputs, and cutout
+    on both splits' batches with the same ramp on its probability (none in the first epoch, every
+    image in the last); evaluation batches are never cut."""
+    s = Search(tiny(epochs=3, max_steps_per_epoch=4, model={"C": 4, "layers": 1, "drop_path": 0.3}, cutout=4),
+               digits)
+    cut, seen = [], []
+    s.net.register_forward_pre_hook(lambda m, args: (cut if m.training else seen).append(
+        (args[0] == 0).flatten(1).any(1)))  # cutout writes exact zeros; normalised digits never hold one
+    drop, fractions = [], []
+    for _ in range(3):
+        cut.clear()
+        s.run_epoch()
+        drop.append(next(iter(s.net.mixed_ops()))[2].drop_prob)
+        fractions.append(float(torch.cat(cut).float().mean()))
+    assert drop == pytest.approx([0.0, 0.15, 0.3])
+    assert fractions[0] == 0.0 and fractions[2] == 1.0 and 0.0 < fractions[1] < 1.0
+    assert not torch.cat(seen).any()
+    with pytest.raises(Exception, match="cutout_prob must be in"):
+        tiny(cutout_prob=1.5)

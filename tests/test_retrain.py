@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from raynas.config import ConfigError
-from raynas.data import load_dataset
+from raynas.data import cutout, load_dataset
 from raynas.retrain import (
     Retrain,
     RetrainDiverged,
-    cutout,
     genotypes_from_search,
     register,
     resolve_retrain,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 import search_spaces
 from raynas.config import SearchConfig
-from raynas.data import BatchStream, Dataset, load_dataset, split_indices
+from raynas.data import BatchStream, Dataset, cutout, load_dataset, split_indices
 from search_spaces.mixed import set_recompute
 from trials import cuda_graph
 
@@ -165,9 +165,12 @@ class Search:
         """Train one epoch (arch step then weight step per batch), evaluate, derive; return metrics."""
         cfg, e = self.cfg, self.epoch
         self.method.on_epoch_start(self, e)
+        ramp = e / max(cfg.epochs - 1, 1)  # RobustDARTS: full strength in the last epoch
         if cfg.model.drop_path > 0:
             for _, _, op in self.net.mixed_ops():
-                op.drop_prob = cfg.model.drop_path * e / cfg.epochs
+                op.drop_prob = cfg.model.drop_path * ramp
+        cut_prob = cfg.cutout_prob * (ramp if cfg.model.drop_path > 0 else 1.0)  # RobustDARTS ramps it alongside
+        cut_gen = self._generator(3) if cfg.cutout > 0 else None
         self.net.train()
         update_arch = self.method.arch_active(e)
         self.iteration = iteration = cuda_graph.iteration(self, update_arch)  # a CUDA graph per epoch if possible
@@ -179,6 +182,8 @@ class Search:
         for x, y in self.w_stream.epoch(self._generator(0)):
             if cfg.max_steps_per_epoch is not None and steps >= cfg.max_steps_per_epoch:
                 break
+            if cut_gen is not None:
+                x = cutout(x, cfg.cutout, cut_gen, cut_prob)
             x = self._input(x)
             if update_arch:
                 try:
@@ -186,6 +191,8 @@ class Search:
                 except StopIteration:
                     a_iter = self.a_stream.epoch(a_gen)
                     xa, ya = next(a_iter)
+                if cut_gen is not None:
+                    xa = cutout(xa, cfg.cutout, cut_gen, cut_prob)
                 xa = self._input(xa)
             else:
                 xa, ya = x, y
