@@ -95,6 +95,7 @@ class MixedOp(nn.Module):
             new.load_state_dict({key: expand(old_state[key], new_state[key].shape) for key in new_state})
             old_params, new_params = dict(old.named_parameters()), dict(new.named_parameters())
             for name, p in new_params.items():
+                p.requires_grad_(old_params[name].requires_grad)  # frozen stays frozen (random features)
                 moved.append((old_params[name], p, lambda t, shape=p.shape, f=expand: f(t, shape)))
             self.ops[i] = new
         self.k = k

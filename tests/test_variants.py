@@ -293,6 +293,20 @@ def test_mim_with_zero_weight_is_exactly_darts(digits):
     assert a.genotype() == b.genotype()
 
 
+def test_random_features_stay_frozen_through_progressive_widening(digits):
+    """DrNAS stages rebuild the widened ops: their convs must stay random features (no gradient,
+    not in the optimiser), as before the stage change."""
+    c = cfg(method="drnas", space="darts", epochs=2, model={"C": 8, "layers": 3}, rf={"enabled": True},
+            drnas={"ks": [4, 2], "keep_ops": [7, 4], "stage_warmup": 0})
+    s = Search(c, digits)
+    s.run_epoch()
+    s.run_epoch()
+    assert all(op.k == 2 for _, _, op in s.net.mixed_ops())
+    convs = [p for m in s.net.modules() if isinstance(m, nn.Conv2d) for p in m.parameters()]
+    trained = {id(p) for g in s.w_opt.param_groups for p in g["params"]}
+    assert convs and not any(p.requires_grad or id(p) in trained for p in convs)
+
+
 # ------------------------------------------------------------------------------------------ composition
 def test_unpublished_combinations_compose_from_config(digits):
     combos = {
