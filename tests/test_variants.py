@@ -307,6 +307,21 @@ def test_random_features_stay_frozen_through_progressive_widening(digits):
     assert convs and not any(p.requires_grad or id(p) in trained for p in convs)
 
 
+def test_mim_in_the_arch_step_only_still_trains_the_decoder(digits):
+    """``mim.steps=arch``: the weight step trains the decoder on features it cannot change, so the
+    supernet weights get exactly the cross-entropy gradient and the decoder does not stay random."""
+    s = Search(cfg(method="alphadarts", mim={"patch_size": 2, "steps": "arch"}), digits)
+    decoder = [p.detach().clone() for p in s.net.mim_decoder.parameters()]
+    x, y, _, _ = batches(s)
+    w = {k: v.detach() for k, v in s.method.edge_weights(s.net).items()}
+    stem = s.net.stem[0].weight
+    (g_weight_step,) = torch.autograd.grad(s.method.loss(s, x, y, w, "weight")[0], stem)
+    (g_ce,) = torch.autograd.grad(F.cross_entropy(s.net(x, w), y), stem)
+    torch.testing.assert_close(g_weight_step, g_ce)
+    s.run_epoch()
+    assert not any(torch.equal(a, b) for a, b in zip(decoder, s.net.mim_decoder.parameters()))
+
+
 # ------------------------------------------------------------------------------------------ composition
 def test_unpublished_combinations_compose_from_config(digits):
     combos = {

@@ -71,6 +71,8 @@ class MaskedImageModelling(Darts):
 
     def loss(self, search: Search, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
              phase: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if phase == "weight" and not self.uses_mim("weight") and self.uses_mim("arch"):
+            return self._decoder_loss(search, x, y, weights)
         if not self.uses_mim(phase):
             return super().loss(search, x, y, weights, phase)
         mask = patch_mask(x.shape, self.cfg.mim.patch_size, self.cfg.mim.mask_ratio, self.mask_gen)
@@ -84,6 +86,17 @@ class MaskedImageModelling(Darts):
         self._rec[0] += float(rec.detach())
         self._rec[1] += 1
         return loss + self.cfg.mim.loss_weight * rec, logits
+
+    def _decoder_loss(self, search: Search, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mim.steps=arch``: the weight step's cross-entropy, plus the reconstruction loss on features
+        computed without gradient, so it trains the decoder only (it would otherwise stay random: the
+        arch step updates alpha alone) and the supernet weights never see it."""
+        loss, logits = super().loss(search, x, y, weights, "weight")
+        mask = patch_mask(x.shape, self.cfg.mim.patch_size, self.cfg.mim.mask_ratio, self.mask_gen)
+        with torch.no_grad():
+            search.net(x.masked_fill(mask, 0.0), weights)
+        return loss + self.cfg.mim.loss_weight * self.reconstruction_loss(search.supernet, x, mask), logits
 
     def epoch_metrics(self) -> dict[str, Any]:
         total, n = self._rec
