@@ -4,10 +4,14 @@
 2. BatchNorm backward with a dense channels-last gradient vs the strided channel slice a ``cat`` hands
    back (what ``ops.grad_in_layout`` avoids).
 3. A separable conv's forward + backward in a mixed op with and without recomputation (``Recomputed``).
+4. PC-DARTS' narrow ops (C/K = 4 channels, batch 256): batch norm forward + backward on a channels-last
+   tensor directly vs through NCHW (``ops.batch_norm``), and the channel shuffle as a view-and-copy vs
+   PyTorch's native kernel (``mixed.channel_shuffle``).
 
     python benchmarks/kernels.py [--reps 20]
 
-Shapes are the DARTS supernet's first stage at batch 64 (16 channels, 32x32, channels-last). Median of
+Shapes are the DARTS supernet's first stage at batch 64 (16 channels, 32x32, channels-last); for 4.
+PC-DARTS' batch 256. Median of
 ``--reps`` calls, inputs cycled through 8 copies so they come from memory, not cache. glibc is told to
 keep freed memory (``mallopt``) as a running search's heap does: otherwise every fresh 4-MiB result is
 page-faulted in again (~1 ms per MiB on this VM), which a search in steady state never pays.
@@ -31,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from search_spaces.mixed import MixedOp  # noqa: E402
-from search_spaces.ops import _ColumnBlocked  # noqa: E402
+from search_spaces.ops import _ColumnBlocked, batch_norm  # noqa: E402
 
 CL = torch.channels_last
 
@@ -107,6 +111,22 @@ def main() -> None:
             mixed.recompute = on
             ms = median_ms(lambda m=mixed, w=weight: m(act().detach().requires_grad_(), w).backward(grad()), args.reps)
             print(f"{op + ' forward + backward, recompute ' + ('on' if on else 'off'):58s} {ms:8.2f}")
+
+    xs = cycled(lambda: torch.randn(256, C // 4, H, H).contiguous(memory_format=CL).requires_grad_())
+    gs = cycled(lambda: torch.randn(256, C // 4, H, H).contiguous(memory_format=CL))
+    gamma, beta = torch.ones(C // 4, requires_grad=True), torch.zeros(C // 4, requires_grad=True)
+    for name, norm in (("channels-last kernel", F.batch_norm), ("via NCHW (ops.batch_norm)", batch_norm)):
+        ms = median_ms(lambda f=norm: f(xs(), None, None, gamma, beta, True, 0.1, 1e-5).backward(gs()), args.reps)
+        print(f"{'PC-DARTS BN 256x4x32x32 f+b, ' + name:58s} {ms:8.2f}")
+    wide = cycled(lambda: torch.randn(256, C, H, H).contiguous(memory_format=CL))
+
+    def view_copy(x: torch.Tensor, g: int = 4) -> torch.Tensor:  # the NHWC view-and-copy it replaced
+        b, c, h, w = x.shape
+        y = x.permute(0, 2, 3, 1).reshape(b, h, w, g, c // g).transpose(3, 4)
+        return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    for name, shuffle in (("view and copy", view_copy), ("native kernel", lambda x: F.channel_shuffle(x, 4))):
+        ms = median_ms(lambda f=shuffle: f(wide()), args.reps)
+        print(f"{'PC-DARTS channel shuffle 256x16x32x32, ' + name:58s} {ms:8.2f}")
 
 
 if __name__ == "__main__":
