@@ -153,12 +153,13 @@ def test_search_with_recomputation_matches_the_search_without(method: str) -> No
         s = Search(resolve({**copy.deepcopy(base), "recompute": mode}), data)
         assert any(isinstance(m, MixedOp) for m in s.net.modules())
         assert all(m.recompute == (mode != "never") for m in s.net.modules() if isinstance(m, MixedOp))
+        if mode == "auto":  # = always on a CPU (the flags above): the same search, not run a third time
+            break
         for _ in range(2):
             s.run_epoch()
         runs[mode] = s.net.state_dict()
     for name, a in runs["never"].items():
         torch.testing.assert_close(runs["always"][name], a, rtol=1e-4, atol=1e-5, msg=name)
-        torch.testing.assert_close(runs["auto"][name], runs["always"][name], rtol=0, atol=0, msg=name)
 
 
 def test_separable_convs_are_cut_into_recomputable_segments() -> None:
