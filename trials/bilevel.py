@@ -162,7 +162,8 @@ class Search:
         return g
 
     def run_epoch(self) -> dict[str, Any]:
-        """Train one epoch (arch step then weight step per batch), evaluate, derive; return metrics."""
+        """Train one epoch (arch and weight step per batch, in ``arch.step_order``), evaluate, derive;
+        return metrics."""
         cfg, e = self.cfg, self.epoch
         self.method.on_epoch_start(self, e)
         ramp = e / max(cfg.epochs - 1, 1)  # RobustDARTS: full strength in the last epoch
