@@ -26,13 +26,14 @@ METHODS = ["darts", "darts2", "pcdarts", "drnas", "rfdarts", "rfpcdarts", "alpha
 def measure(method: str, space: str, reps: int, device: str, sets: list[str]) -> dict:
     import torch
 
-    from raynas.config import _deep_merge, parse_set, resolve
+    from raynas.config import parse_set, resolve
     from raynas.data import Dataset
     from trials import cuda_graph
     from trials.bilevel import Search
 
-    cfg = resolve(_deep_merge({"method": method, "space": space, "dataset": "cifar10", "device": device,
-                               "arch": {"warmup_epochs": 0}}, parse_set(sets)))
+    overrides = parse_set([f"method={method}", f"space={space}", "dataset=cifar10", f"device={device}",
+                           "arch.warmup_epochs=0", *sets])  # later --set entries win
+    cfg = resolve(overrides)
     n = 2 * cfg.batch_size
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
