@@ -1,0 +1,76 @@
+# ruff: noqa: E501
+"""Golden genotypes: every method on NB-201 and the DARTS space, fixed seed, CPU, recorded before the
+redesign of issue 19. A refactor that changes a number (not just a genotype) fails here: the alpha
+checksum is compared to the last bit.
+
+Re-record only for a deliberate change of the mathematics: ``python tests/test_golden.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from raynas.config import resolve
+from raynas.data import load_dataset
+from trials.bilevel import Search
+
+METHODS = ["darts", "darts2", "pcdarts", "drnas", "rfdarts", "rfpcdarts", "alphadarts"]
+BASE = {"dataset": "digits", "batch_size": 16, "max_steps_per_epoch": 2, "eval_batches": 1, "device": "cpu",
+        "epochs": 2, "seed": 5, "arch": {"warmup_epochs": 0, "lr": 0.05}, "mim": {"patch_size": 2},
+        "drnas": {"ks": [4, 2], "keep_ops": [7, 4], "stage_warmup": 0}}
+LAYERS = {"nb201": 1, "darts": 3}
+
+
+def run(method: str, space: str, data) -> tuple[str, str]:
+    over = copy.deepcopy(BASE)
+    over.update(method=method, space=space, model={"C": 8, "layers": LAYERS[space]})
+    s = Search(resolve(over), data)
+    for _ in range(2):
+        m = s.run_epoch()
+    checksum = sum(float(a.detach().double().sum()) for a in s.net.alphas.values())
+    return m["genotype"], repr(checksum)
+
+
+GOLDEN: dict[tuple[str, str], tuple[str, str]] = {
+    ('darts', 'nb201'): ('|none~0|+|nor_conv_1x1~0|none~1|+|nor_conv_1x1~0|nor_conv_1x1~1|skip_connect~2|', '-0.3106549773365259'),
+    ('darts2', 'nb201'): ('|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|nor_conv_1x1~2|', '0.5750751104205847'),
+    ('pcdarts', 'nb201'): ('|nor_conv_1x1~0|+|skip_connect~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|skip_connect~2|', '-0.39167510718107224'),
+    ('drnas', 'nb201'): ('|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|skip_connect~0|avg_pool_3x3~1|skip_connect~2|', '-0.014015688095241785'),
+    ('rfdarts', 'nb201'): ('|nor_conv_1x1~0|+|none~0|nor_conv_1x1~1|+|nor_conv_3x3~0|none~1|nor_conv_3x3~2|', '-0.2377911377698183'),
+    ('rfpcdarts', 'nb201'): ('|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|skip_connect~0|skip_connect~1|avg_pool_3x3~2|', '1.0502910278737545'),
+    ('alphadarts', 'nb201'): ('|avg_pool_3x3~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|', '-0.490542434155941'),
+    ('darts', 'darts'): ("Genotype(normal=[('dil_conv_5x5', 1), ('dil_conv_3x3', 0), ('sep_conv_3x3', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('avg_pool_3x3', 0), ('dil_conv_5x5', 4)], normal_concat=[2, 3, 4, 5], reduce=[('avg_pool_3x3', 0), ('dil_conv_3x3', 1), ('dil_conv_5x5', 0), ('dil_conv_5x5', 2), ('skip_connect', 0), ('sep_conv_5x5', 1), ('avg_pool_3x3', 2), ('avg_pool_3x3', 4)], reduce_concat=[2, 3, 4, 5])", '0.5695392130874097'),
+    ('darts2', 'darts'): ("Genotype(normal=[('dil_conv_3x3', 0), ('dil_conv_3x3', 1), ('dil_conv_5x5', 1), ('sep_conv_3x3', 0), ('sep_conv_5x5', 2), ('dil_conv_3x3', 3), ('sep_conv_3x3', 3), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('sep_conv_3x3', 1), ('sep_conv_5x5', 0), ('avg_pool_3x3', 2), ('sep_conv_3x3', 0), ('dil_conv_5x5', 3), ('max_pool_3x3', 1), ('skip_connect', 0), ('skip_connect', 4)], reduce_concat=[2, 3, 4, 5])", '-2.4063996984623373'),
+    ('pcdarts', 'darts'): ("Genotype(normal=[('dil_conv_3x3', 1), ('dil_conv_5x5', 0), ('max_pool_3x3', 1), ('avg_pool_3x3', 0), ('dil_conv_5x5', 0), ('sep_conv_3x3', 3), ('avg_pool_3x3', 0), ('dil_conv_5x5', 2)], normal_concat=[2, 3, 4, 5], reduce=[('dil_conv_3x3', 1), ('max_pool_3x3', 0), ('dil_conv_5x5', 2), ('dil_conv_5x5', 0), ('skip_connect', 3), ('skip_connect', 2), ('avg_pool_3x3', 3), ('avg_pool_3x3', 2)], reduce_concat=[2, 3, 4, 5])", '-1.8646564581431448'),
+    ('drnas', 'darts'): ("Genotype(normal=[('skip_connect', 0), ('max_pool_3x3', 1), ('max_pool_3x3', 2), ('sep_conv_5x5', 1), ('sep_conv_3x3', 0), ('dil_conv_5x5', 1), ('sep_conv_3x3', 3), ('dil_conv_3x3', 0)], normal_concat=[2, 3, 4, 5], reduce=[('avg_pool_3x3', 0), ('dil_conv_3x3', 1), ('dil_conv_5x5', 0), ('sep_conv_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('dil_conv_5x5', 0), ('skip_connect', 1)], reduce_concat=[2, 3, 4, 5])", '2.9910159338614903'),
+    ('rfdarts', 'darts'): ("Genotype(normal=[('dil_conv_5x5', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 2), ('dil_conv_5x5', 1), ('avg_pool_3x3', 1), ('skip_connect', 3), ('skip_connect', 3), ('dil_conv_5x5', 1)], normal_concat=[2, 3, 4, 5], reduce=[('skip_connect', 0), ('max_pool_3x3', 1), ('dil_conv_5x5', 0), ('max_pool_3x3', 1), ('skip_connect', 0), ('dil_conv_5x5', 1), ('skip_connect', 0), ('avg_pool_3x3', 4)], reduce_concat=[2, 3, 4, 5])", '0.8692217604257166'),
+    ('rfpcdarts', 'darts'): ("Genotype(normal=[('sep_conv_5x5', 1), ('sep_conv_3x3', 0), ('skip_connect', 1), ('avg_pool_3x3', 0), ('skip_connect', 1), ('sep_conv_3x3', 3), ('sep_conv_5x5', 2), ('sep_conv_3x3', 3)], normal_concat=[2, 3, 4, 5], reduce=[('dil_conv_3x3', 1), ('max_pool_3x3', 0), ('dil_conv_5x5', 0), ('dil_conv_5x5', 2), ('skip_connect', 3), ('sep_conv_5x5', 0), ('skip_connect', 3), ('skip_connect', 2)], reduce_concat=[2, 3, 4, 5])", '-1.2874442092143'),
+    ('alphadarts', 'darts'): ("Genotype(normal=[('sep_conv_3x3', 0), ('dil_conv_5x5', 1), ('sep_conv_3x3', 2), ('max_pool_3x3', 1), ('avg_pool_3x3', 1), ('skip_connect', 3), ('avg_pool_3x3', 0), ('dil_conv_3x3', 4)], normal_concat=[2, 3, 4, 5], reduce=[('avg_pool_3x3', 0), ('dil_conv_3x3', 1), ('dil_conv_5x5', 0), ('dil_conv_5x5', 2), ('skip_connect', 0), ('sep_conv_5x5', 1), ('avg_pool_3x3', 2), ('avg_pool_3x3', 4)], reduce_concat=[2, 3, 4, 5])", '0.7411566597875208'),
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+@pytest.mark.parametrize("method", METHODS)
+def test_same_numbers_as_before_the_redesign(digits, method, space):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the recorded numbers are single-threaded
+    try:
+        assert run(method, space, digits) == GOLDEN[(method, space)]
+    finally:
+        torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    data = load_dataset("digits")
+    for space in LAYERS:
+        for method in METHODS:
+            print(f"    ({method!r}, {space!r}): {run(method, space, data)!r},", flush=True)
