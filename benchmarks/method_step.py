@@ -42,8 +42,8 @@ def measure(method: str, space: str, reps: int, device: str, sets: list[str]) ->
                    4, True)
     s = Search(cfg, data)
     s.method.on_epoch_start(s, 0)
-    x, y = next(iter(s.w_stream.epoch(s._generator(0))))
-    xa, ya = next(iter(s.a_stream.epoch(s._generator(1))))
+    x, y = next(iter(s.w_stream.epoch(s.generator(0))))
+    xa, ya = next(iter(s.a_stream.epoch(s.generator(1))))
     step = cuda_graph.iteration(s, update_arch=True)  # what a search epoch runs (a CUDA graph on GPUs)
     times = []
     for i in range(-1, reps + 1):

@@ -42,7 +42,7 @@ def measure(steps: int, warmup: int, barrier: str, rank: int, n: int, overrides:
     cfg = resolve({"method": "darts", "space": "nb201", "dataset": "cifar10", "batch_size": 64, "seed": rank,
                    "device": "cuda" if torch.cuda.is_available() else "cpu", **overrides})
     s = Search(cfg, cifar_shaped(2048, seed=rank))
-    batches = list(zip(s.w_stream.epoch(s._generator(0)), s.a_stream.epoch(s._generator(1))))
+    batches = list(zip(s.w_stream.epoch(s.generator(0)), s.a_stream.epoch(s.generator(1))))
     step = cuda_graph.iteration(s, update_arch=True)  # what a search epoch runs (a CUDA graph on GPUs)
 
     def run(k: int) -> None:

@@ -40,7 +40,8 @@ from common import cifar_shaped, machine, peak_mib, sync  # noqa: E402
 
 from raynas.config import _deep_merge, parse_set, resolve  # noqa: E402
 from trials import cuda_graph  # noqa: E402
-from trials.bilevel import Search, resolve_device  # noqa: E402
+from trials.bilevel import Search  # noqa: E402
+from trials.epochs import resolve_device  # noqa: E402
 
 NB201_WEIGHTS, NB201_ALPHAS = 1_692_826, 30
 BATCH = 64
@@ -57,8 +58,8 @@ def ours(space: str, method: str, device: str, overrides: dict[str, Any], layers
     raw = _deep_merge(raw, parse_set([f"{k}={v}" for k, v in overrides.items()]))
     s = Search(resolve(raw), cifar_shaped(4 * BATCH))
     s.method.on_epoch_start(s, 0)
-    x, y = next(iter(s.w_stream.epoch(s._generator(0))))
-    xa, ya = next(iter(s.a_stream.epoch(s._generator(1))))
+    x, y = next(iter(s.w_stream.epoch(s.generator(0))))
+    xa, ya = next(iter(s.a_stream.epoch(s.generator(1))))
     x, xa = s._input(x), s._input(xa)
 
     step = cuda_graph.iteration(s, update_arch=True)  # what a search epoch runs (a CUDA graph on GPUs)

@@ -36,13 +36,13 @@ def _add_search_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from raynas.config import _deep_merge, load_yaml, parse_set
+    from raynas.config import deep_merge, load_yaml, parse_set
 
     over: dict[str, Any] = load_yaml(args.config) if args.config else {}
     flags = {k: getattr(args, k) for k in ("method", "space", "dataset", "epochs", "seed", "batch_size",
                                              "data_dir", "download", "nb201_table", "device")}
-    over = _deep_merge(over, {k: v for k, v in flags.items() if v is not None})
-    return _deep_merge(over, parse_set(args.set))
+    over = deep_merge(over, {k: v for k, v in flags.items() if v is not None})
+    return deep_merge(over, parse_set(args.set))
 
 
 def _check_resources(cpus: float, gpus: float) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raynas.config import ConfigError, _build, _deep_merge, _unflatten, load_yaml, resolve
+from raynas.config import ConfigError, build, deep_merge, unflatten, load_yaml, resolve
 
 GRID_AXES = ("method", "space", "dataset", "seed")
 
@@ -106,11 +106,11 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None, exp_
     for key, value in (overrides or {}).items():
         key = (rename or {}).get(key, key)
         if key in exp_fields:
-            data = _deep_merge(data, {key: value})
+            data = deep_merge(data, {key: value})
         elif key in GRID_AXES:
-            data = _deep_merge(data, {"grid": {key: value if isinstance(value, list) else [value]}})
+            data = deep_merge(data, {"grid": {key: value if isinstance(value, list) else [value]}})
         else:
-            data = _deep_merge(data, {"fixed": {key: value}})
+            data = deep_merge(data, {"fixed": {key: value}})
     return data
 
 
@@ -139,7 +139,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
     exp_fields = {"name", "grid", "fixed", "sweep", "tune", "resources", "scheduler", "max_concurrent_trials",
                   "max_failures", "checkpoint_keep", "storage_path", "tracking_uri"}
     data = apply_overrides(data, overrides, exp_fields)
-    exp = _build(ExperimentConfig, data)
+    exp = build(ExperimentConfig, data)
     for key in ("data_dir", "nb201_table"):  # trials run in their own directories: make paths absolute
         if isinstance(exp.fixed.get(key), str):
             exp.fixed[key] = str(Path(exp.fixed[key]).expanduser().resolve())
@@ -156,11 +156,11 @@ def trial_overrides(exp: ExperimentConfig) -> list[dict[str, Any]]:
     for *axes, swept in itertools.product(*(getattr(exp.grid, a) for a in GRID_AXES),
                                           itertools.product(*exp.sweep.values())):
         method, space, dataset, seed = axes
-        over = _deep_merge(copy.deepcopy(exp.fixed), {"method": method, "space": space, "dataset": dataset,
+        over = deep_merge(copy.deepcopy(exp.fixed), {"method": method, "space": space, "dataset": dataset,
                                                       "seed": seed})
-        over = _deep_merge(over, _unflatten(dict(zip(sweep_keys, swept))))
+        over = deep_merge(over, unflatten(dict(zip(sweep_keys, swept))))
         if exp.tune is not None:
-            over = _deep_merge(over, _unflatten({k: _example(v) for k, v in exp.tune.space.items()}))
+            over = deep_merge(over, unflatten({k: _example(v) for k, v in exp.tune.space.items()}))
         out.append(over)
     return out
 
@@ -185,7 +185,7 @@ def param_space(exp: ExperimentConfig) -> dict[str, Any]:
         else:
             space[axis] = tune.choice(values) if exp.tune is not None else tune.grid_search(values)
     for key, values in exp.sweep.items():
-        space = _deep_merge(space, _unflatten({key: tune.grid_search(list(values)) if exp.tune is None
+        space = deep_merge(space, unflatten({key: tune.grid_search(list(values)) if exp.tune is None
                                                else tune.choice(list(values))}))
     if exp.tune is not None:
         tuned = {}
@@ -196,5 +196,5 @@ def param_space(exp: ExperimentConfig) -> dict[str, Any]:
                 tuned[key] = (tune.lograndint if spec.get("log") else tune.randint)(spec["low"], spec["high"] + 1)
             else:
                 tuned[key] = (tune.loguniform if spec.get("log") else tune.uniform)(spec["low"], spec["high"])
-        space = _deep_merge(space, _unflatten(tuned))
+        space = deep_merge(space, unflatten(tuned))
     return space

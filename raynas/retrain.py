@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raynas.config import ConfigError, _build, parse_set
+from raynas.config import ConfigError, build, parse_set
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +83,7 @@ def resolve_retrain(overrides: dict[str, Any] | None = None) -> RetrainConfig:
         over.update(arch)
     space = over.get("space", RetrainConfig.space)
     defaults = RETRAIN_DEFAULTS.get(space, {}) if isinstance(space, str) else {}
-    cfg = _build(RetrainConfig, {**defaults, **over})
+    cfg = build(RetrainConfig, {**defaults, **over})
     _check(cfg)
     return cfg
 
@@ -284,7 +284,7 @@ class Retrain:
         torch.save(self.state_dict(), path)
 
     def load(self, path: str | Path) -> None:
-        from raynas.checkpoints import load_state
+        from trials.checkpoint import load_state
 
         self.load_state_dict(load_state(path, self.device))
 

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raynas.config import ConfigError, resolve
-from raynas.experiment import ExperimentConfig, _build, param_space, trial_overrides
+from raynas.config import ConfigError, build, resolve
+from raynas.experiment import ExperimentConfig, param_space, trial_overrides
 
 # Quiet, documented Ray defaults for a CLI (see ../shared/reference/stack.md).
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
@@ -187,7 +187,7 @@ def load_state(out: str | Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(f"{out} is not a raynas experiment directory (no {STATE_FILE}); pass the --out of a run")
     state = json.loads(path.read_text())
-    return _build(ExperimentConfig, state["experiment"]), state
+    return build(ExperimentConfig, state["experiment"]), state
 
 
 def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[str, Any]:

@@ -1,32 +1,26 @@
-"""The Ray Tune trial: one architecture search, one epoch per ``step()``, checkpointed between epochs."""
+"""One Ray Tune trainable for every kind of run: search, retraining, NAR training.
+
+``RunTrainable`` drives any ``trials.epochs.EpochRun``: ``step()`` is one epoch, checkpoints sit between
+epochs (a corrupted one falls back to the trial's previous checkpoint), divergence ends the trial with
+status ``diverged``, and with ``tracking`` (from ``tune.with_parameters``) the trial is an MLflow child
+run under the experiment's parent, continued after a restore. A kind of run says only what differs:
+how to build it, what to call and tag its MLflow run, and what to log per epoch and at the end.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 from ray import tune
 
-from raynas.config import resolve
+from trials.epochs import Diverged, EpochRun, set_threads_from_env
 
-CHECKPOINT_FILE = "search.pt"
 TRACKING_FILE = "tracking.json"
 
-
-def save_run_ref(checkpoint_dir: str, tracker: Any) -> None:
-    """Store the trial's MLflow run id beside its checkpoint, so a restored trial logs to the same run."""
-    if tracker is not None:
-        (Path(checkpoint_dir) / TRACKING_FILE).write_text(json.dumps({"run_ref": tracker.run_ref}))
-
-
-def load_run_ref(checkpoint_dir: str) -> str | None:
-    ref = Path(checkpoint_dir) / TRACKING_FILE
-    return json.loads(ref.read_text()).get("run_ref") if ref.is_file() else None
 #: NB201 table columns that are the headline numbers of a search on each dataset (valid, test)
 NB201_COLUMNS = {"cifar10": ("cifar10_valid", "cifar10_test"), "cifar100": ("cifar100_valid", "cifar100_test"),
                  "imagenet16-120": ("imagenet16_valid", "imagenet16_test")}
@@ -40,124 +34,11 @@ def nb201_headline(row: dict[str, Any] | None, dataset: str) -> dict[str, float]
     return {"nb201_valid": row.get(valid), "nb201_test": row.get(test)}
 
 
-def _node() -> dict[str, str]:
+def node() -> dict[str, str]:
     """Ray's node id and IP of this trial (empty outside Ray; never starts a Ray instance)."""
     if not ray.is_initialized():
         return {"node_id": "", "node_ip": ""}
     return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
-
-
-class SearchTrainable(tune.Trainable):
-    """Tune's class API: ``setup`` builds the search from the trial config (user overrides, resolved
-    here against the paper defaults), ``step`` runs one epoch, ``save/load_checkpoint`` persist it."""
-
-    def setup(self, config: dict[str, Any], tracking: dict[str, Any] | None = None) -> None:
-        from trials.bilevel import Search
-
-        threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-        if threads > 0:
-            torch.set_num_threads(threads)
-        self.cfg = resolve(config)
-        self.search = Search(self.cfg)
-        self.status = "running"
-        self.tracking = tracking if tracking is not None else getattr(self, "tracking", None)
-        self.tracker: Any = None
-        self.run_ref: str | None = None  # MLflow run of this trial, restored from its checkpoint
-
-    def _tracker(self) -> Any:
-        """The trial's MLflow child run, created at the first epoch (after a checkpoint restore, so a
-        resumed trial continues its run); ``None`` when tracking is off."""
-        if self.tracker is None and self.tracking:
-            from raynas.config import flatten
-            from raynas.tracking import TrialTracker, find_trial_run
-
-            t, c = self.tracking, self.cfg
-            ref = self.run_ref or find_trial_run(t["uri"], t["experiment"], self.trial_id)
-            self.tracker = TrialTracker(
-                t["uri"], t["experiment"], f"{c.method}/{c.space}/{c.dataset}/{c.seed}",
-                parent_run_id=t.get("parent_run_id"), params=flatten(c.to_dict()), run_id=ref,
-                tags={"method": c.method, "space": c.space, "dataset": c.dataset, "seed": c.seed,
-                      "raynas.trial_id": self.trial_id},
-                pending_dir=Path(t["pending_root"]) / self.trial_id, artifact_root=t.get("artifact_root"))
-        return self.tracker
-
-    def _log(self, result: dict[str, Any]) -> dict[str, Any]:
-        tracker = self._tracker()
-        if tracker is None:
-            return result
-        if "alpha" in result:
-            tracker.log_epoch(result, step=result["epoch"])
-        if result.get("done"):
-            self._finish(result["status"], result.get("error"))
-        return {**result, "mlflow_run_id": tracker.run_id, "mlflow_pending": tracker.pending}
-
-    def _finish(self, status: str, reason: str | None = None) -> None:
-        if self.tracker is None or getattr(self, "_finished", False):
-            return
-        import search_spaces
-
-        s = self.search
-        geno = s.genotype()
-        gjson = geno.to_json() if hasattr(geno, "to_json") else search_spaces.darts.genotype_to_json(geno)
-        self.tracker.log_final(search_spaces.genotype_str(self.cfg.space, geno), gjson, self.cfg.space,
-                               checkpoint_path=str(self.logdir))
-        self.tracker.finish(status, reason)
-        self._finished = True
-
-    def cleanup(self) -> None:
-        """Stopped early by the scheduler: close the run as ``stopped``."""
-        if self.tracker is not None and not getattr(self, "_finished", False) and self.search.history:
-            self._finish("stopped")
-
-    def step(self) -> dict[str, Any]:
-        from trials.bilevel import SearchDiverged
-
-        try:
-            metrics = self.search.run_epoch()
-        except SearchDiverged as e:
-            self.status = "diverged"
-            last = dict(self.search.history[-1]) if self.search.history else {"valid_acc": 0.0, "train_acc": 0.0}
-            last.pop("alpha", None)
-            return self._log({**last, "status": "diverged", "error": str(e), "epoch": e.epoch + 1, "done": True,
-                              **_node()})
-        done = self.search.epoch >= self.cfg.epochs
-        if done:
-            self.status = "completed"
-        elif self.cfg.collapse_skip is not None and metrics["skip_count"] >= self.cfg.collapse_skip:
-            self.status, done = "stopped_collapse", True
-        return self._log({**metrics, **nb201_headline(metrics.get("nb201"), self.cfg.dataset),
-                          "status": self.status, "done": done, **_node()})
-
-    def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """Reuse this worker (and its imported torch) for the next trial of a sweep."""
-        self.cleanup()
-        self._finished = False
-        self.setup(new_config)
-        return True
-
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self.search.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
-        save_run_ref(checkpoint_dir, self.tracker)
-
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
-        """Restore; a corrupted or truncated file is reported by name and the previous checkpoint of
-        the trial (``checkpoint_keep`` >= 2) is used instead."""
-        self.run_ref = load_run_ref(checkpoint_dir) or self.run_ref
-        path = Path(checkpoint_dir) / CHECKPOINT_FILE
-        try:
-            self.search.load(path)
-            return
-        except RuntimeError as e:
-            print(f"raynas: {e}; trying the previous checkpoint", file=sys.stderr)
-            error = e
-        for older in previous_checkpoints(Path(checkpoint_dir)):
-            try:
-                self.search.load(older / CHECKPOINT_FILE)
-                print(f"raynas: resumed from {older / CHECKPOINT_FILE} (epoch {self.search.epoch})", file=sys.stderr)
-                return
-            except RuntimeError as e:
-                print(f"raynas: {e}", file=sys.stderr)
-        raise error
 
 
 def previous_checkpoints(checkpoint_dir: Path) -> list[Path]:
@@ -171,3 +52,174 @@ def previous_checkpoints(checkpoint_dir: Path) -> list[Path]:
     me = index(checkpoint_dir)
     older = [p for p in checkpoint_dir.parent.glob("checkpoint_*") if p.is_dir() and -1 < index(p) < me]
     return sorted(older, key=index, reverse=True)
+
+
+class RunTrainable(tune.Trainable):
+    """Tune's class API over an ``EpochRun``; subclasses define the five methods of the first block."""
+
+    checkpoint_file = "run.pt"
+
+    # -- what a kind of run defines ------------------------------------------------------------------
+    def build(self, config: dict[str, Any]) -> EpochRun:
+        """Resolve ``config`` (one-line ``ConfigError``), set ``self.cfg`` and return the run."""
+        raise NotImplementedError
+
+    def describe(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The MLflow run's name, params and tags."""
+        raise NotImplementedError
+
+    def epoch_result(self, metrics: dict[str, Any], done: bool) -> tuple[dict[str, Any], str, bool]:
+        """This epoch's result (metrics plus anything the kind adds), its status, and whether the trial ends."""
+        return metrics, ("completed" if done else "running"), done
+
+    def log_epoch(self, tracker: Any, result: dict[str, Any]) -> None:
+        tracker.log_epoch(result, step=result["epoch"])
+
+    def log_final(self, tracker: Any, result: dict[str, Any] | None) -> None:
+        """What the finished run leaves in MLflow besides its metrics (``result`` is None when stopped)."""
+
+    # -- shared by every kind ---------------------------------------------------------------------------
+    def setup(self, config: dict[str, Any], tracking: dict[str, Any] | None = None) -> None:
+        set_threads_from_env()
+        self.run = self.build(config)
+        self.status = "running"
+        self.tracking = tracking if tracking is not None else getattr(self, "tracking", None)
+        self.tracker: Any = None
+        self.run_ref: str | None = None  # MLflow run of this trial, restored from its checkpoint
+        self._finished = False
+
+    def _tracker(self) -> Any:
+        """The trial's MLflow child run, created at the first epoch (after a checkpoint restore, so a
+        resumed trial continues its run); ``None`` when tracking is off."""
+        if self.tracker is None and self.tracking:
+            from raynas.tracking import TrialTracker, find_trial_run
+
+            t = self.tracking
+            name, params, tags = self.describe()
+            ref = self.run_ref or find_trial_run(t["uri"], t["experiment"], self.trial_id)
+            self.tracker = TrialTracker(
+                t["uri"], t["experiment"], name, parent_run_id=t.get("parent_run_id"), params=params, run_id=ref,
+                tags={**tags, "raynas.trial_id": self.trial_id}, pending_dir=Path(t["pending_root"]) / self.trial_id,
+                artifact_root=t.get("artifact_root"))
+        return self.tracker
+
+    def _log(self, result: dict[str, Any]) -> dict[str, Any]:
+        tracker = self._tracker()
+        if tracker is None:
+            return result
+        self.log_epoch(tracker, result)
+        if result.get("done"):
+            self._finish(result["status"], result.get("error"), result)
+        return {**result, "mlflow_run_id": tracker.run_id, "mlflow_pending": tracker.pending}
+
+    def _finish(self, status: str, reason: str | None, result: dict[str, Any] | None) -> None:
+        if self.tracker is None or self._finished:
+            return
+        self.log_final(self.tracker, result)
+        self.tracker.finish(status, reason)
+        self._finished = True
+
+    def step(self) -> dict[str, Any]:
+        try:
+            metrics = dict(self.run.run_epoch())
+        except Diverged as e:
+            self.status = "diverged"
+            return self._log({**self.last_metrics(), "status": "diverged", "error": str(e), "epoch": e.epoch + 1,
+                              "done": True, **node()})
+        result, self.status, done = self.epoch_result(metrics, self.run.done)
+        return self._log({**result, "status": self.status, "done": done, **node()})
+
+    def last_metrics(self) -> dict[str, Any]:
+        """What a diverged trial reports: its last finished epoch's metrics."""
+        return dict(self.run.history[-1]) if self.run.history else {}
+
+    def cleanup(self) -> None:
+        """Stopped early by the scheduler (ASHA): close the run as ``stopped``."""
+        self._finish("stopped", None, None)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Reuse this worker (and its imported torch) for the next trial of a sweep."""
+        self.cleanup()
+        self.setup(new_config)
+        return True
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        self.run.save(Path(checkpoint_dir) / self.checkpoint_file)
+        if self.tracker is not None:  # a restored trial logs to the same MLflow run
+            (Path(checkpoint_dir) / TRACKING_FILE).write_text(json.dumps({"run_ref": self.tracker.run_ref}))
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        """Restore; a corrupted or truncated file is reported by name and the previous checkpoint of
+        the trial (``checkpoint_keep`` >= 2) is used instead."""
+        ref = Path(checkpoint_dir) / TRACKING_FILE
+        self.run_ref = (json.loads(ref.read_text()).get("run_ref") if ref.is_file() else None) or self.run_ref
+        path = Path(checkpoint_dir) / self.checkpoint_file
+        try:
+            self.run.load(path)
+            return
+        except RuntimeError as e:
+            print(f"raynas: {e}; trying the previous checkpoint", file=sys.stderr)
+            error = e
+        for older in previous_checkpoints(Path(checkpoint_dir)):
+            try:
+                self.run.load(older / self.checkpoint_file)
+                print(f"raynas: resumed from {older / self.checkpoint_file} (epoch {self.run.epoch})", file=sys.stderr)
+                return
+            except RuntimeError as e:
+                print(f"raynas: {e}", file=sys.stderr)
+        raise error
+
+
+class SearchTrainable(RunTrainable):
+    """One architecture search: config keys are the search config's (resolved here against the paper
+    defaults); each epoch's genotype is looked up in ``nb201_table`` when one is set."""
+
+    checkpoint_file = "search.pt"
+
+    def build(self, config: dict[str, Any]) -> EpochRun:
+        from raynas.config import resolve
+        from raynas.data import load_dataset
+        from trials.bilevel import Search
+
+        self.cfg = c = resolve(config)
+        lookup = None
+        if c.nb201_table:
+            from raynas.benchmarks.nb201 import NB201Table
+            lookup = NB201Table.load(c.nb201_table).query
+        return Search(c, load_dataset(c.dataset, c.data_dir, c.download), lookup)
+
+    @property
+    def search(self) -> Any:
+        return self.run
+
+    def describe(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        from raynas.config import flatten
+
+        c = self.cfg
+        return (f"{c.method}/{c.space}/{c.dataset}/{c.seed}", flatten(c.to_dict()),
+                {"method": c.method, "space": c.space, "dataset": c.dataset, "seed": c.seed})
+
+    def epoch_result(self, metrics: dict[str, Any], done: bool) -> tuple[dict[str, Any], str, bool]:
+        status = "completed" if done else "running"
+        if not done and self.cfg.collapse_skip is not None and metrics["skip_count"] >= self.cfg.collapse_skip:
+            status, done = "stopped_collapse", True
+        return {**metrics, **nb201_headline(metrics.get("nb201"), self.cfg.dataset)}, status, done
+
+    def log_epoch(self, tracker: Any, result: dict[str, Any]) -> None:
+        if "alpha" in result:  # a diverged trial's result carries no architecture
+            tracker.log_epoch(result, step=result["epoch"])
+
+    def last_metrics(self) -> dict[str, Any]:
+        last = super().last_metrics() or {"valid_acc": 0.0, "train_acc": 0.0}
+        last.pop("alpha", None)
+        return last
+
+    def log_final(self, tracker: Any, result: dict[str, Any] | None) -> None:
+        import search_spaces
+
+        if not self.run.history:
+            return
+        geno = self.run.genotype()
+        gjson = geno.to_json() if hasattr(geno, "to_json") else search_spaces.darts.genotype_to_json(geno)
+        tracker.log_final(search_spaces.genotype_str(self.cfg.space, geno), gjson, self.cfg.space,
+                          checkpoint_path=str(self.logdir))

@@ -41,7 +41,7 @@ def test_replayed_iterations_equal_eager_ones(method, space):
     s = _search(method, space)
     s.method.on_epoch_start(s, 1)
     start = copy.deepcopy(s.state_dict())
-    batches = list(zip(s.w_stream.epoch(s._generator(0)), s.a_stream.epoch(s._generator(1))))[:4]
+    batches = list(zip(s.w_stream.epoch(s.generator(0)), s.a_stream.epoch(s.generator(1))))[:4]
     rng = torch.cuda.get_rng_state()
     step = cuda_graph.iteration(s, update_arch=True)
     assert isinstance(step, cuda_graph.Graphed)

@@ -47,8 +47,8 @@ def test_arch_step_moves_alpha_along_its_gradient_and_the_genotype_follows(digit
             alpha[e, e % 5] = 0.1
     assert s.genotype().ops == tuple(("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3",
                                       "none"))
-    x, y = next(iter(s.w_stream.epoch(s._generator(0))))
-    xa, ya = next(iter(s.a_stream.epoch(s._generator(1))))
+    x, y = next(iter(s.w_stream.epoch(s.generator(0))))
+    xa, ya = next(iter(s.a_stream.epoch(s.generator(1))))
     loss = F.cross_entropy(s.net(xa, s.method.edge_weights(s.net)), ya)
     (grad,) = torch.autograd.grad(loss, [alpha])
     before = alpha.detach().clone()
@@ -64,7 +64,7 @@ def test_arch_step_moves_alpha_along_its_gradient_and_the_genotype_follows(digit
 def test_weight_step_leaves_alpha_alone(digits):
     s = Search(tiny(epochs=1), digits)
     before = s.net.alphas["cell"].detach().clone()
-    x, y = next(iter(s.w_stream.epoch(s._generator(0))))
+    x, y = next(iter(s.w_stream.epoch(s.generator(0))))
     s.weight_step(x, y)
     assert torch.equal(before, s.net.alphas["cell"].detach())
     assert s.net.alphas["cell"].grad is None
@@ -173,8 +173,8 @@ def test_step_order_decides_which_weights_the_arch_step_sees(digits, order):
     iteration equals the two steps called by hand in that order, and differs from the other order."""
     def run(manual: str | None) -> torch.Tensor:
         s = Search(tiny(epochs=1, arch={"step_order": order, "lr": 0.1}), digits)
-        x, y = next(iter(s.w_stream.epoch(s._generator(0))))
-        xa, ya = next(iter(s.a_stream.epoch(s._generator(1))))
+        x, y = next(iter(s.w_stream.epoch(s.generator(0))))
+        xa, ya = next(iter(s.a_stream.epoch(s.generator(1))))
         if manual is None:
             cuda_graph.iteration(s, update_arch=True)(x, y, xa, ya)
         for step in (manual or "").split("_"):

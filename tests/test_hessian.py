@@ -8,7 +8,8 @@ import torch
 
 from raynas.config import resolve
 from trials.bilevel import Search
-from trials.hessian import HESSIAN_STREAM, dominant_eigenvalue, power_iteration
+from trials.epochs import Stream
+from trials.hessian import dominant_eigenvalue, power_iteration
 
 
 def quadratic_hvp(A: torch.Tensor):
@@ -73,7 +74,7 @@ def test_dominant_eigenvalue_is_the_largest_of_the_full_hessian(search):
     (built row by row, as RobustDARTS does) -- the largest algebraic eigenvalue, not the largest magnitude."""
     state = {k: v.clone() for k, v in search.net.state_dict().items()}
     params = search.method.arch_parameters(search.net)
-    x, y = next(search.a_stream.epoch(search._generator(HESSIAN_STREAM)))
+    x, y = next(search.a_stream.epoch(search.generator(Stream.HESSIAN)))
     loss, _ = search.method.loss(search, x, y, search.method.edge_weights(search.net), "arch")
     (g,) = torch.autograd.grad(loss, params, create_graph=True)
     g = g.reshape(-1)

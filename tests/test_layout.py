@@ -121,7 +121,7 @@ def test_partial_channel_outputs_stay_channels_last(digits):
     seen = []
     for module in [*s.net.cells, *(op for _, _, op in s.net.mixed_ops())]:  # cells sum edges via MixedOp.partial
         module.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))
-    x, _ = next(iter(s.w_stream.epoch(s._generator(0))))
+    x, _ = next(iter(s.w_stream.epoch(s.generator(0))))
     weights = {k: v.detach() for k, v in s.method.edge_weights(s.net).items()}
     s.net(s._input(x), weights)
     assert len(seen) == len(s.net.cells) and all(seen)

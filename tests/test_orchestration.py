@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from raynas.config import resolve
+from raynas.data import load_dataset
 from trials.bilevel import search
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,8 @@ def direct(method, seed):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return search(resolve({**FIXED, "method": method, "space": "nb201", "dataset": "digits", "seed": seed}))
+        return search(resolve({**FIXED, "method": method, "space": "nb201", "dataset": "digits", "seed": seed}),
+                      load_dataset("digits"))
     finally:
         torch.set_num_threads(threads)
 

@@ -37,8 +37,8 @@ def cfg(**over):
 
 
 def batches(s):
-    x, y = next(iter(s.w_stream.epoch(s._generator(0))))
-    xa, ya = next(iter(s.a_stream.epoch(s._generator(1))))
+    x, y = next(iter(s.w_stream.epoch(s.generator(0))))
+    xa, ya = next(iter(s.a_stream.epoch(s.generator(1))))
     return x, y, xa, ya
 
 

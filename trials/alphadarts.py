@@ -12,16 +12,38 @@ DARTS: the decoder and the mask generator never touch the search's random stream
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
-from raynas.config import ConfigError
+from trials.config import ConfigError, need
 from trials.darts import Darts
+from trials.registry import register_method, register_piece, register_section
 
 if TYPE_CHECKING:
     from trials.bilevel import Search
+
+
+@register_section("mim")
+@dataclass
+class MIMConfig:
+    """alphaDARTS masked image modelling (paper text unavailable: every choice is a field)."""
+    enabled: bool = False
+    mask_ratio: float = 0.5
+    patch_size: int = 4
+    loss_weight: float = 1.0
+    steps: str = "weight"          # weight | arch | both: which steps add the reconstruction loss
+    loss: str = "l1"               # l1 | l2, on masked pixels of the normalised input
+    cls_on_masked: bool = False    # classify the masked image (one forward) instead of the clean one
+
+    def check(self, cfg: Any) -> None:
+        need(0.0 < self.mask_ratio < 1.0, f"mim.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        need(self.patch_size >= 1, f"mim.patch_size must be >= 1, got {self.patch_size}")
+        need(self.loss_weight >= 0, f"mim.loss_weight must be >= 0, got {self.loss_weight}")
+        need(self.steps in ("weight", "arch", "both"), f"mim.steps must be weight, arch or both, got {self.steps!r}")
+        need(self.loss in ("l1", "l2"), f"mim.loss must be l1 or l2, got {self.loss!r}")
 
 
 def patch_mask(shape: torch.Size, patch: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
@@ -35,6 +57,7 @@ def patch_mask(shape: torch.Size, patch: int, ratio: float, generator: torch.Gen
     return grid.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
 
 
+@register_piece(10, when=lambda cfg: cfg.mim.enabled)
 class MaskedImageModelling(Darts):
     #: masks come from the method's own generator and the reconstruction loss is read each step: eager
     graphable = False
@@ -111,6 +134,7 @@ class MaskedImageModelling(Darts):
         self.mask_gen.set_state(state["mask_gen"].cpu() if torch.is_tensor(state["mask_gen"]) else state["mask_gen"])
 
 
+@register_method("alphadarts")
 def defaults(space: str) -> dict[str, Any]:
     """DARTS' protocol plus MIM with the documented defaults (ratio 0.5, patch 4, weight 1, w step)."""
     return {"mim": {"enabled": True}}

@@ -12,33 +12,34 @@ checkpoint it between epochs; restoring a checkpoint and continuing is bit-ident
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import search_spaces
-from raynas.config import SearchConfig
-from raynas.data import BatchStream, Dataset, cutout, load_dataset, split_indices
+from raynas.data import BatchStream, Dataset, cutout, split_indices
 from search_spaces.mixed import set_recompute
 from trials import cuda_graph
+from trials.epochs import Diverged, EpochRun, Stream, resolve_device, rng_state, seed_everything, set_rng_state
+from trials.registry import build_method
 
 if TYPE_CHECKING:
     from trials.darts import Darts
+    from trials.search_config import CoreSearchConfig as SearchConfig
+
+#: looks a derived genotype up in a benchmark table (NAS-Bench-201): the row, or None if absent
+Lookup = Callable[[Any], "dict[str, Any] | None"]
 
 
-class SearchDiverged(RuntimeError):
-    """The loss became NaN or infinite; the epoch is named so the trial can report it."""
+class SearchDiverged(Diverged):
+    """The loss or alpha became NaN or infinite; the epoch is named so the trial can report it."""
 
     def __init__(self, epoch: int, what: str):
-        super().__init__(f"search diverged at epoch {epoch}: {what} is not finite")
-        self.epoch = epoch
+        super().__init__(epoch, f"search diverged at epoch {epoch}: {what} is not finite")
 
 
 @dataclass
@@ -54,38 +55,25 @@ class SearchResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
-    return torch.device(name)
-
-
 def _entropy(w: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of the per-edge distributions in ``w`` (rows sum to 1)."""
     return -(w.clamp_min(1e-12).log() * w).sum(-1).mean()
 
 
-class Search:
-    """State and loop of one architecture search (one Ray Tune trial)."""
+class Search(EpochRun):
+    """State and loop of one architecture search (one Ray Tune trial).
 
-    def __init__(self, cfg: SearchConfig, data: Dataset | None = None):
-        from trials import build_method
+    ``lookup`` (optional) maps each epoch's genotype to its benchmark-table row (``nb201`` metric)."""
 
-        self.cfg = cfg
+    def __init__(self, cfg: SearchConfig, data: Dataset, lookup: Lookup | None = None):
+        super().__init__()
+        self.cfg, self.seed, self.epochs = cfg, cfg.seed, cfg.epochs
         self.method: Darts = build_method(cfg)
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and not torch.backends.cudnn.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
-        self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        self.data = data
         self.net = self.method.build_supernet(self.data).to(self.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -105,12 +93,7 @@ class Search:
         self.a_stream = BatchStream(d.train_x, d.train_y, a_idx, cfg.batch_size, augment=True, **stream)
         self.eval_stream = BatchStream(d.train_x, d.train_y, a_idx, cfg.batch_size, augment=False,
                                        drop_last=False, **stream)
-        self.table = None
-        if cfg.nb201_table:
-            from raynas.benchmarks.nb201 import NB201Table
-            self.table = NB201Table.load(cfg.nb201_table)
-        self.epoch = 0
-        self.history: list[dict[str, Any]] = []
+        self.lookup = lookup
         self.iteration: Any = None  # this epoch's step function (a cuda_graph.Graphed on GPUs)
 
     @property
@@ -155,12 +138,6 @@ class Search:
         self.w_opt.step()
         return loss.detach(), logits.detach()
 
-    def _generator(self, stream: int) -> torch.Generator:
-        """Data order/augmentation of an epoch depends only on (seed, epoch, stream): resumable."""
-        g = torch.Generator(device=self.device)
-        g.manual_seed((self.cfg.seed * 1_000_003 + self.epoch) * 4 + stream)
-        return g
-
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch (arch and weight step per batch, in ``arch.step_order``), evaluate, derive;
         return metrics."""
@@ -171,16 +148,16 @@ class Search:
             for _, _, op in self.net.mixed_ops():
                 op.drop_prob = cfg.model.drop_path * ramp
         cut_prob = cfg.cutout_prob * (ramp if cfg.model.drop_path > 0 else 1.0)  # RobustDARTS ramps it alongside
-        cut_gen = self._generator(3) if cfg.cutout > 0 else None
+        cut_gen = self.generator(Stream.CUTOUT) if cfg.cutout > 0 else None
         self.net.train()
         update_arch = self.method.arch_active(e)
         self.iteration = iteration = cuda_graph.iteration(self, update_arch)  # a CUDA graph per epoch if possible
-        a_gen = self._generator(1)
+        a_gen = self.generator(Stream.ARCH_BATCHES)
         a_iter = self.a_stream.epoch(a_gen)
         sums = torch.zeros(4, device=self.device)  # w_loss, w_correct, a_loss, a_correct (no per-step sync)
         n_w = n_a = steps = 0
         t0 = time.perf_counter()
-        for x, y in self.w_stream.epoch(self._generator(0)):
+        for x, y in self.w_stream.epoch(self.generator(Stream.WEIGHT_BATCHES)):
             if cfg.max_steps_per_epoch is not None and steps >= cfg.max_steps_per_epoch:
                 break
             if cut_gen is not None:
@@ -252,7 +229,7 @@ class Search:
 
         forward = cuda_graph.Graphed(forward, "evaluation forward") if cuda_graph.use_graphs(self) else forward
         sums, n = torch.zeros(2, dtype=torch.float64, device=self.device), 0  # loss, correct (no per-batch sync)
-        for i, (x, y) in enumerate(self.eval_stream.epoch(self._generator(2))):
+        for i, (x, y) in enumerate(self.eval_stream.epoch(self.generator(Stream.EVAL_BATCHES))):
             if self.cfg.eval_batches is not None and i >= self.cfg.eval_batches:
                 break
             (logits,) = forward(x)
@@ -279,7 +256,7 @@ class Search:
             **search_spaces.genotype_stats(self.cfg.space, geno),
             "alpha_entropy": float(torch.stack([_entropy(w) for w in weights.values()]).mean()),
             "alpha": alpha,
-            "nb201": self.table.query(geno) if self.table is not None else None,
+            "nb201": self.lookup(geno) if self.lookup is not None else None,
         }
         return out
 
@@ -297,7 +274,6 @@ class Search:
     # ----------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically: weights, alpha, optimisers, schedule, RNG."""
-        np_state = np.random.get_state()
         return {
             "epoch": self.epoch,
             "net": self.net.state_dict(),
@@ -306,12 +282,7 @@ class Search:
             "sched": self.sched.state_dict(),
             "method": self.method.state_dict(),
             "history": self.history,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-                "python": random.getstate(),
-            },
+            "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -322,27 +293,11 @@ class Search:
         self.sched.load_state_dict(state["sched"])
         self.epoch = state["epoch"]
         self.history = list(state["history"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        kind, keys, *rest = rng["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-        version, internal, gauss = rng["python"]
-        random.setstate((version, tuple(internal), gauss))
-
-    def save(self, path: str | Path) -> None:
-        torch.save(self.state_dict(), path)
-
-    def load(self, path: str | Path) -> None:
-        from raynas.checkpoints import load_state
-
-        self.load_state_dict(load_state(path, self.device))
+        set_rng_state(state["rng"])
 
 
-def search(cfg: SearchConfig, data: Dataset | None = None) -> SearchResult:
+def search(cfg: SearchConfig, data: Dataset, lookup: Lookup | None = None) -> SearchResult:
     """Run a whole search in this process (no Ray); the Tune trainable runs the same epochs."""
-    s = Search(cfg, data)
-    while s.epoch < cfg.epochs:
-        s.run_epoch()
+    s = Search(cfg, data, lookup)
+    s.run()
     return s.result()

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import search_spaces
-from raynas.config import SearchConfig
+from trials.registry import register_method, register_piece
 
 if TYPE_CHECKING:
-    from raynas.data import Dataset
+    from trials.batches import Dataset
     from trials.bilevel import Search
+    from trials.search_config import CoreSearchConfig as SearchConfig
 
 
 class Darts:
@@ -40,8 +41,12 @@ class Darts:
                                             **self.supernet_options())
 
     def supernet_options(self) -> dict[str, Any]:
-        """Structural choices of the supernet: BN affine (random features), partial channels, op set."""
-        return {"affine": False, "partial_k": self.cfg.pc.k, "exclude_ops": tuple(self.cfg.model.exclude_ops)}
+        """Structural choices of the supernet: BN affine (random features), the op set, and what the
+        method blocks ask for (PC-DARTS' partial channels)."""
+        opts: dict[str, Any] = {"affine": False, "exclude_ops": tuple(self.cfg.model.exclude_ops)}
+        for section in self.cfg.sections().values():
+            opts.update(section.supernet_options() if hasattr(section, "supernet_options") else {})
+        return opts
 
     def prepare(self, search: Search) -> None:
         """Called once the supernet exists, before the optimisers are built (e.g. to freeze weights)."""
@@ -121,6 +126,7 @@ class Darts:
         pass
 
 
+@register_piece(60, when=lambda cfg: cfg.arch.order == 2)
 class SecondOrder(Darts):
     """DARTS second order: alpha's gradient through one unrolled SGD step of the weights.
 
@@ -201,11 +207,13 @@ class _Functional:
         return getattr(self._search, name)
 
 
+@register_method("darts")
 def defaults(space: str) -> dict[str, Any]:
     """DARTS uses the space's paper defaults (quark0/darts; NAS-Bench-201's DARTS config)."""
     return {}
 
 
+@register_method("darts2")
 def defaults_second_order(space: str) -> dict[str, Any]:
     """Unrolled DARTS; the arch step comes first (quark0/darts, NAS-Bench-201's DARTS-V2 script)."""
     return {"arch": {"order": 2, "step_order": "arch_weight"}}

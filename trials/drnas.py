@@ -13,6 +13,7 @@ Two pieces on the DARTS loop:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,12 +22,41 @@ import torch.nn.functional as F
 from torch.distributions import Dirichlet as Dir
 from torch.distributions import kl_divergence
 
+from trials.config import need
 from trials.darts import Darts
+from trials.registry import register_method, register_piece, register_section
 
 if TYPE_CHECKING:
     from trials.bilevel import Search
 
 
+@register_section("drnas")
+@dataclass
+class DrNASConfig:
+    """DrNAS: Dirichlet regulariser, and the progressive scheme of its DARTS-space search."""
+    reg: str = "l2"                 # l2 | kl | none
+    reg_scale: float = 1e-3
+    progressive: bool = False
+    stage_epochs: list[int] = field(default_factory=lambda: [25, 25])  # nominal; scaled to `epochs`
+    ks: list[int] = field(default_factory=lambda: [6, 4])               # partial channels per stage
+    keep_ops: list[int] = field(default_factory=lambda: [7, 4])         # ops kept per edge per stage
+    stage_warmup: int = 10          # nominal epochs of each stage before alpha moves (scaled)
+
+    def check(self, cfg: Any) -> None:
+        need(self.reg in ("l2", "kl", "none"), f"drnas.reg must be l2, kl or none, got {self.reg!r}")
+        need(self.reg_scale >= 0, f"drnas.reg_scale must be >= 0, got {self.reg_scale}")
+        if not self.progressive:
+            return
+        need(len(self.stage_epochs) == len(self.ks) == len(self.keep_ops) >= 1,
+             "drnas.stage_epochs, drnas.ks and drnas.keep_ops need one entry per stage")
+        need(all(e >= 1 for e in self.stage_epochs), "drnas.stage_epochs must all be >= 1")
+        need(all(k >= 1 and cfg.model.C % k == 0 for k in self.ks), f"drnas.ks must divide model.C={cfg.model.C}")
+        need(all(k >= 1 for k in self.keep_ops) and list(self.keep_ops) == sorted(self.keep_ops, reverse=True),
+             "drnas.keep_ops must be >= 1 and non-increasing")
+        need(cfg.arch.order == 1, "drnas.progressive needs arch.order=1 (the reference cannot unroll across stages)")
+
+
+@register_piece(50, relaxation="dirichlet")
 class Dirichlet(Darts):
     op_mask: dict[str, torch.Tensor]  # set by Progressive after pruning: which ops are still alive
 
@@ -75,6 +105,7 @@ class Dirichlet(Darts):
         return loss, logits
 
 
+@register_piece(30, when=lambda cfg: cfg.drnas.progressive)
 class Progressive(Darts):
     """Stages of ``drnas.stage_epochs`` (scaled to ``epochs``), partial channels ``drnas.ks``,
     ``drnas.keep_ops`` ops per edge and ``drnas.stage_warmup`` arch warm-up epochs per stage."""
@@ -153,6 +184,7 @@ class Progressive(Darts):
         self.stage = state["stage"]
 
 
+@register_method("drnas")
 def defaults(space: str) -> dict[str, Any]:
     """The DrNAS code's protocols: NB201 non-progressive (201-space/train_search.py: 100 epochs,
     SGD 0.025 -> 0.001 wd 3e-4, Adam 3e-4 with the L2 regulariser 1e-3); the DARTS space progressive

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from search_spaces.mixed import recompute_off
+from trials.epochs import Stream
 
 if TYPE_CHECKING:
     from trials.bilevel import Search
 
-HESSIAN_STREAM = 3  # data stream id for Search._generator (0: weights, 1: arch, 2: eval)
 
 
 def power_iteration(hvp: Callable[[torch.Tensor], torch.Tensor], shape: int | tuple[int, ...] | torch.Size,
@@ -75,7 +75,7 @@ def dominant_eigenvalue(search: Search, batches: int = 2, iters: int = 20, tol: 
     ``search.method.arch_parameters(search.net)``, at the current weights (see the module docstring)."""
     net, method = search.net, search.method
     params = method.arch_parameters(net)
-    gen = search._generator(HESSIAN_STREAM)
+    gen = search.generator(Stream.HESSIAN)
     data = [(search._input(x), y) for x, y in islice(search.a_stream.epoch(gen), batches)]
     buffers = {name: b.clone() for name, b in net.named_buffers()}
     was_training = net.training

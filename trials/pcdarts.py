@@ -14,14 +14,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
 from search_spaces.mixed import edge_scale_key
+from trials.config import need
 from trials.darts import Darts
+from trials.registry import register_method, register_piece, register_section
 
 if TYPE_CHECKING:
     from trials.bilevel import Search
+
+
+@register_section("pc")
+@dataclass
+class PartialChannelConfig:
+    """PC-DARTS: 1/k of the channels enter the ops; edge normalisation beta over a node's inputs."""
+    k: int = 1
+    edge_norm: bool = False
+
+    def check(self, cfg: Any) -> None:
+        need(self.k >= 1, f"pc.k must be >= 1, got {self.k}")
+        need(cfg.model.C % self.k == 0, f"pc.k={self.k} must divide model.C={cfg.model.C}")
+
+    def supernet_options(self) -> dict[str, Any]:
+        return {"partial_k": self.k}
 
 
 def edge_normalisation(beta: torch.Tensor, targets: list[int]) -> torch.Tensor:
@@ -39,6 +58,7 @@ def edge_normalisation(beta: torch.Tensor, targets: list[int]) -> torch.Tensor:
     return torch.stack(norm)
 
 
+@register_piece(40, when=lambda cfg: cfg.pc.edge_norm)  # outside the relaxation: it scales whatever weights it gives
 class EdgeNormalisation(Darts):
     def prepare(self, search: Search) -> None:
         super().prepare(search)
@@ -68,6 +88,7 @@ class EdgeNormalisation(Darts):
         return self._normalise(net, super().genotype_weights(net), detach=True, scales=True)
 
 
+@register_method("pcdarts")
 def defaults(space: str) -> dict[str, Any]:
     """CIFAR protocol of the PC-DARTS code (train_search.py): K=4, batch 256, SGD 0.1 -> 0 with
     wd 3e-4 and no Nesterov, arch Adam 6e-4, arch updates from epoch 15, arch step first. NB201 has

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dataclasses import dataclass
+
 import torch.nn as nn
 
+from trials.config import need
 from trials.darts import Darts
 from trials.pcdarts import defaults as pcdarts_defaults
+from trials.registry import register_method, register_piece, register_section
 
 if TYPE_CHECKING:
     from trials.bilevel import Search
@@ -26,6 +30,19 @@ def _searched(net: nn.Module):
             yield m
 
 
+@register_section("rf")
+@dataclass
+class RandomFeaturesConfig:
+    """RF-DARTS: convolutions keep their random init; only BN (+ optionally the classifier) trains."""
+    enabled: bool = False
+    train_classifier: bool = False
+    bn_weight_decay: float = 0.0
+
+    def check(self, cfg: Any) -> None:
+        need(self.bn_weight_decay >= 0, f"rf.bn_weight_decay must be >= 0, got {self.bn_weight_decay}")
+
+
+@register_piece(20, when=lambda cfg: cfg.rf.enabled)
 class RandomFeatures(Darts):
     def supernet_options(self) -> dict[str, Any]:
         return {**super().supernet_options(), "affine": True}
@@ -44,11 +61,13 @@ class RandomFeatures(Darts):
         return groups + ([{"params": rest}] if rest else [])
 
 
+@register_method("rfdarts")
 def defaults(space: str) -> dict[str, Any]:
     """RF-DARTS: DARTS' protocol with random features."""
     return {"rf": {"enabled": True}}
 
 
+@register_method("rfpcdarts")
 def defaults_pcdarts(space: str) -> dict[str, Any]:
     """RF-PCDARTS: PC-DARTS' protocol with random features."""
     return {**pcdarts_defaults(space), "rf": {"enabled": True}}

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raynas.config import ConfigError, _build, _deep_merge, load_yaml
+from raynas.config import ConfigError, build, deep_merge, load_yaml
 from raynas.experiment import ExperimentConfig, apply_overrides, check_experiment, param_space, trial_overrides
 
 GRID_DEFAULTS = {"method": ["nar"], "space": ["nb201"], "dataset": ["cifar10"], "seed": [0]}
@@ -44,10 +44,10 @@ def load_nar_experiment(path: str | Path | None, overrides: dict[str, Any] | Non
     from raynas.nar.data import require_table
     from raynas.nar.train import resolve_nar
 
-    data = _deep_merge({"name": "nar", "grid": GRID_DEFAULTS}, load_yaml(path) if path else {})
+    data = deep_merge({"name": "nar", "grid": GRID_DEFAULTS}, load_yaml(path) if path else {})
     exp_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     data = apply_overrides(data, overrides, exp_fields, rename={"bench": "space"})
-    exp = _build(ExperimentConfig, data)
+    exp = build(ExperimentConfig, data)
     if isinstance(exp.fixed.get("table"), str):  # trials run in their own directories
         exp.fixed["table"] = str(Path(exp.fixed["table"]).expanduser().resolve())
     check_experiment(exp)

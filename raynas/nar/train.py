@@ -11,7 +11,6 @@ that guide the search.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from raynas.config import ConfigError, _build
+from raynas.config import ConfigError, build
 from raynas.nar.data import BenchData, load_bench
+from trials.epochs import EpochRun
 from raynas.nar.model import NARanker, NoamSchedule, TierBank, pairwise_rank_loss, soft_cross_entropy
 
 
@@ -91,7 +91,7 @@ def resolve_nar(overrides: dict[str, Any] | None = None) -> NARConfig:
     bench = over.get("bench", "nb201")
     if bench not in PAPER:
         raise ConfigError(f"unknown bench {bench!r}; valid: {', '.join(PAPER)}")
-    cfg = _build(NARConfig, {**PAPER[bench], **over})
+    cfg = build(NARConfig, {**PAPER[bench], **over})
     _check(cfg)
     return cfg
 
@@ -167,11 +167,14 @@ def scatter_png(pred: np.ndarray, true: np.ndarray, path: str | Path, title: str
     return Path(path)
 
 
-class NARRun:
+class NARRun(EpochRun):
     """One seed of NAR: ``run_epoch()`` trains one epoch and validates; ``evaluate()`` scores the held-out set."""
 
+    device = torch.device("cpu")
+
     def __init__(self, cfg: NARConfig, data: BenchData | None = None):
-        self.cfg = cfg
+        super().__init__()
+        self.cfg, self.seed, self.epochs = cfg, cfg.seed, cfg.epochs
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.data = data if data is not None else load_bench(cfg.bench, cfg.table, cfg.dataset, cfg.scale_features)
@@ -192,8 +195,6 @@ class NARRun:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=0.0, betas=(cfg.beta1, cfg.beta2),
                                            eps=cfg.eps, weight_decay=cfg.weight_decay)
         self.schedule = NoamSchedule(self.optimizer, cfg.lr_mul, cfg.d_model, cfg.warmup)
-        self.epoch = 0
-        self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"epoch": -1, "val_tier_acc": -1.0, "state": None, "distri": []}
 
     def bank(self) -> TierBank:
@@ -300,10 +301,3 @@ class NARRun:
         self.history, self.best = state["history"], state["best"]
         torch.set_rng_state(state["torch_rng"])
 
-    def save(self, path: str | Path) -> None:
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        Path(path).write_bytes(buf.getvalue())
-
-    def load(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, weights_only=False))

@@ -1,27 +1,21 @@
 """NAR training as a Ray Tune trial: one ``step()`` = one epoch; the last step adds the held-out metrics and,
 with ``budget > 0``, the tier-guided search.
 
-Tracked in MLflow like a search trial (``raynas.trainable.SearchTrainable``): the same ``TrialTracker`` child
-run under the experiment's parent run, per-epoch metrics, the run reference in the checkpoint so a restored
-trial continues its run, and at the end tau/rho, the best architecture found (tag ``genotype``; NB201 also
-gets the cell drawing) and the predicted-vs-true rank scatter as artifacts.
+The same ``raynas.trainable.RunTrainable`` as a search trial (checkpoints, MLflow child run continued
+after a restore, per-epoch metrics); at the end it logs tau/rho, the best architecture found (tag
+``genotype``; NB201 also gets the cell drawing) and the predicted-vs-true rank scatter as artifacts.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from ray import tune
-
 from raynas.nar.search import tier_search
 from raynas.nar.train import NARRun, resolve_nar, scatter_png
-from raynas.trainable import _node, load_run_ref, save_run_ref
+from raynas.trainable import RunTrainable
 
-CHECKPOINT_FILE = "nar.pt"
 SCATTER_FILE = "rank_scatter.png"  # predicted vs true held-out ranks: in the trial directory and in MLflow
 RESULT_FILE = "nar_result.json"    # the final metrics (and search result) as an MLflow artifact
 
@@ -34,48 +28,35 @@ def final_metrics(run: NARRun, scatter: str | Path | None = None) -> dict[str, A
     return out
 
 
-class NARTrainable(tune.Trainable):
+class NARTrainable(RunTrainable):
     """Config keys are ``NARConfig`` fields (validated here, one-line ``ConfigError``); ``table`` must be an
     absolute path since Tune workers run in their own directory. ``tracking`` (from ``tune.with_parameters``)
     is the dict of ``raynas.runner.start_tracking``; without it nothing is logged to MLflow."""
 
-    def setup(self, config: dict[str, Any], tracking: dict[str, Any] | None = None) -> None:
-        threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-        if threads > 0:
-            torch.set_num_threads(threads)
+    checkpoint_file = "nar.pt"
+
+    def build(self, config: dict[str, Any]) -> NARRun:
         self.cfg = resolve_nar(config)
-        self.run = NARRun(self.cfg)
-        self.tracking = tracking if tracking is not None else getattr(self, "tracking", None)
-        self.tracker: Any = None
-        self.run_ref: str | None = None
-        self._finished = False
+        return NARRun(self.cfg)
 
-    def _tracker(self) -> Any:
-        """The trial's MLflow child run, created at the first epoch (after a restore, so it is continued)."""
-        if self.tracker is None and self.tracking:
-            from raynas.tracking import TrialTracker, find_trial_run
+    def describe(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        c = self.cfg
+        return (f"nar/{c.bench}/{c.dataset}/{c.seed}", c.to_dict(),
+                {"method": "nar", "space": c.bench, "dataset": c.dataset, "seed": c.seed, "raynas.kind": "nar"})
 
-            t, c = self.tracking, self.cfg
-            ref = self.run_ref or find_trial_run(t["uri"], t["experiment"], self.trial_id)
-            self.tracker = TrialTracker(
-                t["uri"], t["experiment"], f"nar/{c.bench}/{c.dataset}/{c.seed}",
-                parent_run_id=t.get("parent_run_id"), params=c.to_dict(), run_id=ref,
-                tags={"method": "nar", "space": c.bench, "dataset": c.dataset, "seed": c.seed,
-                      "raynas.kind": "nar", "raynas.trial_id": self.trial_id},
-                pending_dir=Path(t["pending_root"]) / self.trial_id, artifact_root=t.get("artifact_root"))
-        return self.tracker
+    def epoch_result(self, metrics: dict[str, Any], done: bool) -> tuple[dict[str, Any], str, bool]:
+        if done:
+            scatter = Path(self.logdir) / SCATTER_FILE
+            metrics = {**metrics, **final_metrics(self.run, scatter), "scatter_png": str(scatter)}
+        return {**metrics, "seed": self.cfg.seed}, ("completed" if done else "running"), done
 
-    def _log(self, result: dict[str, Any]) -> dict[str, Any]:
-        tracker = self._tracker()
-        if tracker is None:
-            return result
+    def log_epoch(self, tracker: Any, result: dict[str, Any]) -> None:
         tracker.log_epoch({k: v for k, v in result.items() if k not in ("genotype", "seed")}, step=result["epoch"])
-        if result["done"]:
-            self._log_final(tracker, result)
-        return {**result, "mlflow_run_id": tracker.run_id, "mlflow_pending": tracker.pending}
 
-    def _log_final(self, tracker: Any, result: dict[str, Any]) -> None:
+    def log_final(self, tracker: Any, result: dict[str, Any] | None) -> None:
         """The scatter and the final metrics as artifacts; the best architecture as tag ``genotype``."""
+        if result is None:  # stopped by the scheduler: nothing final to log
+            return
         run = self.run
         pred, test = run.scores(run.test_idx), run.data.test[run.test_idx]
         final = {k: v for k, v in result.items() if k not in ("scatter_png",)}
@@ -88,34 +69,3 @@ class NARTrainable(tune.Trainable):
                               checkpoint_path=str(self.logdir))
         elif best:  # an NB101 hash: tag genotype and genotype/genotype_epoch_NNN.json (the cell is in RESULT_FILE)
             tracker.log_epoch({"genotype": best}, step=result["epoch"])
-        tracker.finish("completed")
-        self._finished = True
-
-    def step(self) -> dict[str, Any]:
-        metrics: dict[str, Any] = dict(self.run.run_epoch())
-        done = self.run.epoch >= self.cfg.epochs
-        if done:
-            scatter = Path(self.logdir) / SCATTER_FILE
-            metrics.update(final_metrics(self.run, scatter), scatter_png=str(scatter))
-        status = "completed" if done else "running"
-        return self._log({**metrics, "seed": self.cfg.seed, "status": status, "done": done, **_node()})
-
-    def cleanup(self) -> None:
-        """Stopped early by the scheduler (ASHA): close the run as ``stopped``."""
-        if self.tracker is not None and not self._finished:
-            self.tracker.finish("stopped")
-            self._finished = True
-
-    def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """Reuse this worker for the next trial of a sweep."""
-        self.cleanup()
-        self.setup(new_config)
-        return True
-
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self.run.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
-        save_run_ref(checkpoint_dir, self.tracker)
-
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
-        self.run_ref = load_run_ref(checkpoint_dir) or self.run_ref
-        self.run.load(Path(checkpoint_dir) / CHECKPOINT_FILE)

@@ -1,0 +1,140 @@
+"""The epoch-run skeleton shared by the search, retraining and NAR training.
+
+A run holds all its state, advances one epoch per ``run_epoch()`` and is checkpointed between epochs;
+the Tune trainable (``raynas.trainable``) drives any run through this protocol alone. ``EpochRun``
+writes the common parts once: named random streams, the global RNG state in checkpoints, save/load,
+the thread set-up and the divergence error.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trials.checkpoint import load_state
+
+
+class Stream(IntEnum):
+    """The random streams of one epoch. Each draws from its own generator seeded by (seed, epoch, stream)
+    alone, so an epoch's randomness does not depend on the epochs before it: resuming is exact."""
+    WEIGHT_BATCHES = 0   # order and augmentation of the batches the weights train on
+    ARCH_BATCHES = 1     # order and augmentation of the alpha split
+    EVAL_BATCHES = 2     # order of the evaluation batches
+    CUTOUT = 3           # cutout squares
+    HESSIAN = 4          # the batches of the Hessian probe
+    DROP_PATH = 5        # drop-path masks (and S4's noise op) of retraining
+
+
+_ORIGINAL = 4  # streams below keep the seeds of the first formula, so recorded results reproduce
+
+
+def stream_seed(seed: int, epoch: int, stream: Stream) -> int:
+    """A seed per (seed, epoch, stream), distinct for distinct triples. The first four streams keep the
+    original ``(seed * 1_000_003 + epoch) * 4 + stream``; later streams live above 2**63, a range the
+    first never reaches (torch takes seeds below 2**64)."""
+    base = seed * 1_000_003 + epoch
+    if stream < _ORIGINAL:
+        return base * _ORIGINAL + stream
+    return (1 << 63) + base * len(Stream) + stream
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
+    return torch.device(name)
+
+
+def set_threads_from_env() -> None:
+    """Inside a Ray worker: as many torch threads as CPUs the trial was given (``OMP_NUM_THREADS``)."""
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+class Diverged(RuntimeError):
+    """A loss or a parameter became NaN or infinite in (0-based) ``epoch``."""
+
+    def __init__(self, epoch: int, message: str):
+        super().__init__(message)
+        self.epoch = epoch
+
+
+def rng_state() -> dict[str, Any]:
+    """The global torch / CUDA / NumPy / Python RNG states, as tensors and plain containers only
+    (checkpoints are read with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class EpochRun:
+    """Base of every run: ``epoch`` epochs done of ``epochs``, ``history`` their metrics.
+
+    Subclasses implement ``run_epoch`` and the two state methods; ``seed`` and ``device`` name the
+    run's seed and device.
+    """
+
+    seed: int
+    epochs: int
+    device: torch.device
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.epochs
+
+    def run_epoch(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def generator(self, stream: Stream) -> torch.Generator:
+        """This epoch's generator of ``stream`` on the run's device."""
+        return torch.Generator(device=self.device).manual_seed(stream_seed(self.seed, self.epoch, stream))
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        torch.save(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(load_state(path, self.device))
+
+    def run(self) -> list[dict[str, Any]]:
+        """All remaining epochs in this process (no Ray): the Tune trainable runs the same epochs."""
+        while not self.done:
+            self.run_epoch()
+        return self.history

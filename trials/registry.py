@@ -1,0 +1,100 @@
+"""Methods by name, the way timm looks up models: each method module registers what it brings.
+
+A method module registers up to three things, with decorators, in its own file:
+- ``@register_method("pcdarts")`` on ``defaults(space)``: the paper's protocol as config values (a preset);
+- ``@register_section("pc")`` on a config dataclass: the method's own block of the search config, with
+  ``check(cfg)`` for its ranges and, optionally, ``supernet_options()`` for structural choices;
+- ``@register_piece(order, when=...)`` on a small ``Darts`` subclass: the hooks it overrides, switched on
+  by config. ``build_method`` composes the active pieces (outermost = lowest order) over ``Darts``, so
+  combinations no paper published (DrNAS + MIM, PC-DARTS + random features) run from config alone.
+Adding a method is one new module under ``trials/`` (imported by ``trials/__init__``) plus its test.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from trials.config import ConfigError
+
+if TYPE_CHECKING:
+    from trials.darts import Darts
+
+Preset = Callable[[str], dict[str, Any]]
+
+_METHODS: dict[str, Preset] = {}
+SECTIONS: dict[str, type] = {}
+
+
+@dataclass(frozen=True)
+class Piece:
+    order: int                        # lower = outer (earlier in the MRO)
+    cls: type
+    when: Callable[[Any], bool]       # switched on by the resolved config
+    relaxation: str | None = None     # a value of ``relaxation`` this piece implements (how alpha -> weights)
+
+
+_PIECES: list[Piece] = []
+
+
+def register_method(name: str) -> Callable[[Preset], Preset]:
+    def add(preset: Preset) -> Preset:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        _METHODS[name] = preset
+        return preset
+    return add
+
+
+def register_section(name: str) -> Callable[[type], type]:
+    def add(cls: type) -> type:
+        if name in SECTIONS:
+            raise ValueError(f"config section {name!r} is registered twice")
+        SECTIONS[name] = cls
+        return cls
+    return add
+
+
+def register_piece(order: int, when: Callable[[Any], bool] | None = None,
+                   relaxation: str | None = None) -> Callable[[type], type]:
+    """``when(cfg)`` switches the piece on; a ``relaxation`` piece is on when ``cfg.relaxation`` names it."""
+    def add(cls: type) -> type:
+        test = when if when is not None else (lambda cfg: cfg.relaxation == relaxation)
+        _PIECES.append(Piece(order, cls, test, relaxation))
+        _PIECES.sort(key=lambda p: p.order)
+        return cls
+    return add
+
+
+def list_methods() -> list[str]:
+    return list(_METHODS)
+
+
+def method(name: str) -> Preset:
+    """The preset of method ``name``; unknown names get a one-line error with the closest match."""
+    if name not in _METHODS:
+        close = difflib.get_close_matches(name, _METHODS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown method {name!r}{hint}; valid: {', '.join(_METHODS)}")
+    return _METHODS[name]
+
+
+def relaxations() -> list[str]:
+    """Values ``relaxation`` may take: DARTS' softmax and every registered alternative."""
+    return ["softmax", *(p.relaxation for p in _PIECES if p.relaxation)]
+
+
+def pieces(cfg: Any) -> list[type[Darts]]:
+    """The pieces a resolved config switches on, outermost first."""
+    return [p.cls for p in _PIECES if p.when(cfg)]
+
+
+def build_method(cfg: Any) -> Darts:
+    from trials.darts import Darts
+
+    chosen = pieces(cfg)
+    if not chosen:
+        return Darts(cfg)
+    cls = type("+".join(p.__name__ for p in chosen), (*chosen, Darts), {})
+    return cls(cfg)
