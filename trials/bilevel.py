@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 import search_spaces
 from raynas.config import SearchConfig
-from raynas.data import BatchStream, Dataset, cutout, load_dataset, split_indices
+from raynas.data import load_dataset
 from search_spaces.mixed import set_recompute
 from trials import cuda_graph
+from trials.batches import BatchStream, Dataset, cutout, split_indices
 
 if TYPE_CHECKING:
     from trials.darts import Darts
