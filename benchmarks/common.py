@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from raynas.data import Dataset  # noqa: E402
+from trials.batches import Dataset  # noqa: E402
 
 
 def cifar_shaped(n: int, seed: int = 0, num_classes: int = 10) -> Dataset:

@@ -27,8 +27,8 @@ def measure(method: str, space: str, reps: int, device: str, sets: list[str]) ->
     import torch
 
     from raynas.config import parse_set, resolve
-    from raynas.data import Dataset
     from trials import cuda_graph
+    from trials.batches import Dataset
     from trials.bilevel import Search
 
     overrides = parse_set([f"method={method}", f"space={space}", "dataset=cifar10", f"device={device}",

@@ -150,9 +150,10 @@ class Retrain:
         import torch
 
         import search_spaces
-        from raynas.data import BatchStream, load_dataset
+        from raynas.data import load_dataset
         from search_spaces.darts_eval import DartsNetwork, count_params
         from search_spaces.nb201 import NB201Network
+        from trials.batches import BatchStream
 
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # weight init; everything random later is seeded per epoch
@@ -196,7 +197,7 @@ class Retrain:
         import torch
         import torch.nn.functional as F
 
-        from raynas.data import cutout
+        from trials.batches import cutout
 
         cfg, e = self.cfg, self.epoch
         torch.manual_seed(self._seed(3))  # drop-path masks (and S4 noise ops) depend on (seed, epoch) only

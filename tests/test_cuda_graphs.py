@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from raynas.config import resolve
-from raynas.data import Dataset
 from trials import cuda_graph
+from trials.batches import Dataset
 from trials.bilevel import Search
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,4 +1,5 @@
-"""raynas.data: every loader on tiny generated files, batch determinism, and the restricted unpickler.
+"""raynas.data and trials.batches: every loader on tiny generated files, batch determinism, and the
+restricted unpickler.
 
 Nothing here downloads; every test runs on CPU in well under a few seconds.
 """
@@ -18,17 +19,13 @@ import torch
 from raynas.data import (
     DATASETS,
     DEBIAN_FASHION_MNIST,
-    BatchStream,
     DataError,
-    Dataset,
     check_dataset,
     RestrictedUnpickler,
-    crop_flip,
     load_dataset,
-    normalize,
     restricted_pickle_load,
-    split_indices,
 )
+from trials.batches import BatchStream, Dataset, crop_flip, normalize, split_indices
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

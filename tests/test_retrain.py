@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from raynas.config import ConfigError
-from raynas.data import cutout, load_dataset
+from raynas.data import load_dataset
 from raynas.retrain import (
     Retrain,
     RetrainDiverged,
@@ -22,6 +22,7 @@ from raynas.retrain import (
     run_retrain,
 )
 from search_spaces.published import PUBLISHED
+from trials.batches import cutout
 
 V2 = PUBLISHED["DARTS_V2"].genotype
 NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|"

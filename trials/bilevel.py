@@ -21,9 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import search_spaces
-from raynas.data import BatchStream, Dataset, cutout, split_indices
 from search_spaces.mixed import set_recompute
 from trials import cuda_graph
+from trials.batches import BatchStream, Dataset, cutout, split_indices
 from trials.epochs import Diverged, EpochRun, Stream, resolve_device, rng_state, seed_everything, set_rng_state
 from trials.registry import build_method
 
