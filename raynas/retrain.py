@@ -1,350 +1,54 @@
-"""Retraining found genotypes from scratch, as the papers do, one Ray Tune trial per (genotype, seed).
+"""Retraining found genotypes as Ray Tune trials, one per (genotype, seed); summaries and MLflow.
 
-DARTS-family spaces follow quark0/darts ``cnn/train.py``: ``NetworkCIFAR`` with 20 cells at C=36 and
-an auxiliary head (weight 0.4), batch 96, SGD lr 0.025 (cosine to 0 over 600 epochs), momentum 0.9,
-wd 3e-4, grad clip 5, drop-path ramped linearly to 0.2, cutout 16. NB201 follows the benchmark's
-200-epoch recipe (xautodl ``200E.config``): C=16, N=5, batch 256, SGD nesterov lr 0.1 cosine to 0,
-wd 5e-4, no auxiliary head, drop-path or cutout. Every number is a ``RetrainConfig`` field.
-
-Deliberate differences from the reference: the schedule steps at the end of each epoch (epoch 0 uses
-the full lr; the reference steps first, an artefact of old PyTorch), and all randomness of an epoch
-(order, crop/flip, cutout, drop-path masks) is seeded by (seed, epoch), so a run resumed from any
-epoch boundary is bit-identical on the CPU.
-
-Importing this module loads neither torch nor Ray (the CLI imports it for ``register``):
-``RetrainTrainable`` is built on first access.
+The run itself (recipe, loop, checkpoints) is ``trials.retrain``; here it becomes a Tune trial, its
+results a ``retrain_summary.json`` with mean and std over seeds, and its metrics MLflow runs linked to
+the search that found the genotype.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from raynas.config import ConfigError, build, parse_set
+from raynas.config import ConfigError, need, parse_set
+from raynas.trainable import RunTrainable
+from trials.retrain import SPACES, Retrain, RetrainConfig
+from trials.retrain import resolve_retrain as _resolve_retrain
 
-if TYPE_CHECKING:
-    import torch
-
-SPACES = ("darts", "s1", "s2", "s3", "s4", "nb201")
 CHECKPOINT_FILE = "retrain.pt"
 SUMMARY_FILE = "retrain_summary.json"
 
 
-@dataclass
-class RetrainConfig:
-    """One retraining; defaults are quark0/darts ``train.py`` (NB201: ``RETRAIN_DEFAULTS['nb201']``)."""
-    space: str = "darts"
-    genotype: str = ""               # DARTS Genotype(...) text / JSON, or an NB201 |op~0|+... string
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    download: bool = False
-    seed: int = 0
-    epochs: int = 600
-    batch_size: int = 96
-    lr: float = 0.025
-    lr_min: float = 0.0              # cosine schedule end
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 3e-4
-    grad_clip: float | None = 5.0    # max grad norm; None: no clipping
-    layers: int = 20                 # DARTS spaces: cells; NB201: cells per stage (N)
-    channels: int = 36               # initial channels C
-    auxiliary: bool = True
-    auxiliary_weight: float = 0.4
-    drop_path_prob: float = 0.2      # reached at the last epoch, ramped linearly from 0
-    cutout: int = 16                 # side of the zeroed square; 0: off
-    label_smoothing: float = 0.0
-    device: str = "auto"             # auto | cpu | cuda | cuda:N
-    max_steps_per_epoch: int | None = None  # cap for smoke runs
-    eval_batches: int | None = None  # test batches evaluated per epoch; None: the whole test split
-    search: dict[str, Any] | None = None  # where the genotype came from (search trial), carried to the summary
-
-
-RETRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nb201": {"epochs": 200, "batch_size": 256, "lr": 0.1, "nesterov": True, "weight_decay": 5e-4,
-              "grad_clip": None, "layers": 5, "channels": 16, "auxiliary": False, "drop_path_prob": 0.0,
-              "cutout": 0},
-}
-
-
 def resolve_retrain(overrides: dict[str, Any] | None = None) -> RetrainConfig:
-    """Defaults < the space's recipe < ``overrides``; validated. ``overrides["arch"]`` (the grid value
-    :func:`run_retrain` gives each trial: space, genotype, dataset, search) is merged in first."""
-    over = dict(overrides or {})
-    arch = over.pop("arch", None)
-    if isinstance(arch, dict):
-        over.update(arch)
-    space = over.get("space", RetrainConfig.space)
-    defaults = RETRAIN_DEFAULTS.get(space, {}) if isinstance(space, str) else {}
-    cfg = build(RetrainConfig, {**defaults, **over})
-    _check(cfg)
-    return cfg
-
-
-def _check(cfg: RetrainConfig) -> None:
-    import search_spaces
+    """``trials.retrain.resolve_retrain`` plus the app's checks: a dataset raynas can load, data that exist."""
     from raynas.data import DATASETS
-    from search_spaces.nb201 import GenotypeError
 
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ConfigError(msg)
-
-    need(cfg.space in SPACES, f"unknown space {cfg.space!r}; valid: {', '.join(SPACES)}")
+    cfg = _resolve_retrain(overrides)
     need(cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
-    need(cfg.genotype.strip() != "", "genotype is empty; pass the genotype text of the space")
-    try:
-        search_spaces.parse_genotype(cfg.space, cfg.genotype)
-    except GenotypeError as e:
-        raise ConfigError(f"genotype: {e}") from None
-    need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
-    need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
-    need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
-    need(0 <= cfg.lr_min <= cfg.lr, f"lr_min must be in [0, lr], got {cfg.lr_min}")
-    need(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
-    need(not cfg.nesterov or cfg.momentum > 0, "nesterov needs momentum > 0")
-    need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    need(cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip must be > 0 or null, got {cfg.grad_clip}")
-    min_layers = 1 if cfg.space == "nb201" else 3
-    need(cfg.layers >= min_layers, f"layers must be >= {min_layers} for the {cfg.space} space, got {cfg.layers}")
-    need(cfg.channels >= 1, f"channels must be >= 1, got {cfg.channels}")
-    need(cfg.auxiliary_weight >= 0, f"auxiliary_weight must be >= 0, got {cfg.auxiliary_weight}")
-    need(0 <= cfg.drop_path_prob < 1, f"drop_path_prob must be in [0, 1), got {cfg.drop_path_prob}")
-    if cfg.space == "nb201":
-        need(not cfg.auxiliary and cfg.drop_path_prob == 0,
-             "auxiliary and drop_path_prob apply to the DARTS-space network only; NB201 has neither")
-    need(cfg.cutout >= 0, f"cutout must be >= 0, got {cfg.cutout}")
-    need(0 <= cfg.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    need(cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"),
-         f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
-    need(cfg.max_steps_per_epoch is None or cfg.max_steps_per_epoch >= 1,
-         f"max_steps_per_epoch must be >= 1 or null, got {cfg.max_steps_per_epoch}")
-    need(cfg.eval_batches is None or cfg.eval_batches >= 0, f"eval_batches must be >= 0, got {cfg.eval_batches}")
     if cfg.data_dir is not None and cfg.dataset != "digits":
         need(Path(cfg.data_dir).is_dir() or cfg.download,
              f"data_dir {cfg.data_dir} does not exist; pass an existing --data-dir (or --download to fetch)")
+    return cfg
 
 
-# ------------------------------------------------------------------------------------------ training
+class RetrainTrainable(RunTrainable):
+    """One retraining as a Tune trial: ``step`` is one epoch; every metric of the epoch (and ``status``)
+    is in the result dict, which ``track_retrain`` logs to MLflow afterwards."""
 
-class RetrainDiverged(RuntimeError):
-    """The training loss became NaN or infinite; ``epoch`` is 0-based."""
+    checkpoint_file = CHECKPOINT_FILE
 
-    def __init__(self, epoch: int):
-        super().__init__(f"retraining diverged at epoch {epoch + 1}: the training loss is not finite")
-        self.epoch = epoch
-
-
-class Retrain:
-    """State and loop of one retraining (one Tune trial): ``run_epoch`` trains on the whole train
-    split and evaluates on the test split; ``save``/``load`` at epoch boundaries resume bit-exactly."""
-
-    def __init__(self, cfg: RetrainConfig, data: Any = None):
-        import torch
-
-        import search_spaces
+    def build(self, config: dict[str, Any]) -> Retrain:
         from raynas.data import load_dataset
-        from search_spaces.darts_eval import DartsNetwork, count_params
-        from search_spaces.nb201 import NB201Network
-        from trials.batches import BatchStream
 
-        self.cfg = cfg
-        torch.manual_seed(cfg.seed)  # weight init; everything random later is seeded per epoch
-        from trials.bilevel import resolve_device
+        self.cfg = c = resolve_retrain(config)
+        return Retrain(c, load_dataset(c.dataset, c.data_dir, c.download))
 
-        self.device = resolve_device(cfg.device)
-        d = self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-        self.genotype = search_spaces.parse_genotype(cfg.space, cfg.genotype)
-        if cfg.space == "nb201":
-            net = NB201Network(self.genotype, C=cfg.channels, N=cfg.layers, num_classes=d.num_classes,
-                               in_channels=d.in_channels)
-        else:
-            net = DartsNetwork(self.genotype, C=cfg.channels, layers=cfg.layers, num_classes=d.num_classes,
-                               auxiliary=cfg.auxiliary, in_channels=d.in_channels)
-        self.net = net.to(self.device)
-        self.params_m = count_params(self.net) / 1e6
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
-        stream = dict(mean=d.mean, std=d.std, crop_padding=d.crop_padding, flip=d.flip, device=self.device)
-        self.train_stream = BatchStream(d.train_x, d.train_y, None, cfg.batch_size, augment=True, **stream)
-        self.test_stream = BatchStream(d.test_x, d.test_y, None, cfg.batch_size, augment=False, drop_last=False,
-                                       **stream)
-        self.epoch = 0
-        self.history: list[dict[str, Any]] = []
-
-    def _seed(self, stream: int) -> int:
-        return (self.cfg.seed * 1_000_003 + self.epoch) * 4 + stream
-
-    def _generator(self, stream: int) -> torch.Generator:
-        import torch
-
-        return torch.Generator(device=self.device).manual_seed(self._seed(stream))
-
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self.net(x)
-        return out if isinstance(out, tuple) else (out, None)  # NB201Network returns logits only
-
-    def run_epoch(self) -> dict[str, Any]:
-        """One epoch of training, then the test split; the metrics every Tune result carries."""
-        import torch
-        import torch.nn.functional as F
-
-        from trials.batches import cutout
-
-        cfg, e = self.cfg, self.epoch
-        torch.manual_seed(self._seed(3))  # drop-path masks (and S4 noise ops) depend on (seed, epoch) only
-        if hasattr(self.net, "drop_path_prob"):
-            self.net.drop_path_prob = cfg.drop_path_prob * e / cfg.epochs
-        self.net.train()
-        cut_gen = self._generator(1)
-        sums = torch.zeros(2, device=self.device)  # loss, correct: no per-step host sync
-        n = steps = 0
-        t0 = time.perf_counter()
-        for x, y in self.train_stream.epoch(self._generator(0)):
-            if cfg.max_steps_per_epoch is not None and steps >= cfg.max_steps_per_epoch:
-                break
-            if cfg.cutout > 0:
-                x = cutout(x, cfg.cutout, cut_gen)
-            logits, logits_aux = self._forward(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            if logits_aux is not None:
-                loss = loss + cfg.auxiliary_weight * F.cross_entropy(logits_aux, y,
-                                                                     label_smoothing=cfg.label_smoothing)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-            self.opt.step()
-            sums[0] += loss.detach() * len(y)
-            sums[1] += (logits.detach().argmax(1) == y).sum()
-            n += len(y)
-            steps += 1
-        lr = self.opt.param_groups[0]["lr"]
-        self.sched.step()
-        loss_sum, correct = sums.tolist()
-        if not math.isfinite(loss_sum):
-            raise RetrainDiverged(e)
-        train_time = time.perf_counter() - t0
-        test_loss, test_acc = self.evaluate()
-        self.epoch += 1
-        best = max([h["test_acc"] for h in self.history if h["test_acc"] is not None] + [test_acc or 0.0])
-        metrics = {
-            "epoch": self.epoch, "lr": lr, "drop_path_prob": getattr(self.net, "drop_path_prob", 0.0),
-            "train_loss": loss_sum / max(n, 1), "train_acc": 100.0 * correct / max(n, 1),
-            "test_loss": test_loss, "test_acc": test_acc, "best_test_acc": best,
-            "steps": steps, "epoch_time": time.perf_counter() - t0,
-            "images_per_s": n / train_time if train_time > 0 else 0.0, "params_m": self.params_m,
-        }
-        self.history.append(metrics)
-        return metrics
-
-    def evaluate(self) -> tuple[float | None, float | None]:
-        """Loss and top-1 accuracy (%) on the test split, in eval mode (no drop-path, no auxiliary head)."""
-        import torch
-        import torch.nn.functional as F
-
-        if self.cfg.eval_batches == 0:
-            return None, None
-        self.net.eval()
-        loss_sum, correct, n = 0.0, 0, 0
-        with torch.no_grad():
-            for i, (x, y) in enumerate(self.test_stream.epoch()):
-                if self.cfg.eval_batches is not None and i >= self.cfg.eval_batches:
-                    break
-                logits, _ = self._forward(x)
-                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-                correct += int((logits.argmax(1) == y).sum())
-                n += len(y)
-        self.net.train()
-        return (loss_sum / n, 100.0 * correct / n) if n else (None, None)
-
-    # ----------------------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Weights, optimiser, schedule, epoch, history: with per-epoch seeding that is all there is."""
-        return {"epoch": self.epoch, "net": self.net.state_dict(), "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict(), "history": self.history}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.epoch = state["epoch"]
-        self.history = list(state["history"])
-
-    def save(self, path: str | Path) -> None:
-        import torch
-
-        torch.save(self.state_dict(), path)
-
-    def load(self, path: str | Path) -> None:
-        from trials.checkpoint import load_state
-
-        self.load_state_dict(load_state(path, self.device))
-
-
-def retrain(cfg: RetrainConfig, data: Any = None) -> list[dict[str, Any]]:
-    """A whole retraining in this process (no Ray); returns the per-epoch metrics."""
-    run = Retrain(cfg, data)
-    while run.epoch < cfg.epochs:
-        run.run_epoch()
-    return run.history
-
-
-# --------------------------------------------------------------------------------------- Ray Tune
-
-@functools.cache
-def _trainable_class() -> type:
-    import torch
-    from ray import tune
-
-    class RetrainTrainable(tune.Trainable):
-        """One retraining as a Tune class trainable: ``step`` is one epoch; every metric of the epoch
-        (and ``status``) is in the result dict, which is what a tracker (MLflow) should log."""
-
-        def setup(self, config: dict[str, Any]) -> None:
-            threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-            if threads > 0:
-                torch.set_num_threads(threads)
-            self.cfg = resolve_retrain(config)
-            self.run = Retrain(self.cfg)
-
-        def step(self) -> dict[str, Any]:
-            try:
-                metrics = self.run.run_epoch()
-            except RetrainDiverged as e:
-                last = dict(self.run.history[-1]) if self.run.history else {}
-                return {"params_m": self.run.params_m, **last, "status": "diverged", "error": str(e),
-                        "epoch": e.epoch + 1, "done": True}
-            done = self.run.epoch >= self.cfg.epochs
-            return {**metrics, "status": "completed" if done else "running", "done": done}
-
-        def reset_config(self, new_config: dict[str, Any]) -> bool:
-            self.setup(new_config)
-            return True
-
-        def save_checkpoint(self, checkpoint_dir: str) -> None:
-            self.run.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
-
-        def load_checkpoint(self, checkpoint_dir: str) -> None:
-            self.run.load(Path(checkpoint_dir) / CHECKPOINT_FILE)
-
-    # importable as raynas.retrain.RetrainTrainable (through __getattr__), so Ray pickles it by reference
-    RetrainTrainable.__module__, RetrainTrainable.__qualname__ = __name__, "RetrainTrainable"
-    return RetrainTrainable
-
-
-def __getattr__(name: str) -> Any:
-    if name == "RetrainTrainable":
-        return _trainable_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def last_metrics(self) -> dict[str, Any]:
+        return {"params_m": self.run.params_m, **super().last_metrics()}
 
 
 # ---------------------------------------------------------------------------- genotypes of a search
@@ -516,7 +220,7 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
         metric_columns={"epoch": "epoch", "train_acc": "train acc", "test_acc": "test acc", "epoch_time": "s/epoch"},
         parameter_columns=["seed"], max_report_frequency=30)
     tuner = tune.Tuner(
-        tune.with_resources(_trainable_class(), {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0)}),
+        tune.with_resources(RetrainTrainable, {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0)}),
         param_space={**overrides, "arch": tune.grid_search(jobs), "seed": tune.grid_search(list(seeds))},
         tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=lambda t: f"retrain_{t.trial_id}"),
         run_config=tune.RunConfig(

@@ -10,7 +10,8 @@ import pytest
 from raynas.config import ConfigError
 from raynas.nar.cli import main as rank_main
 from raynas.nar.encoding import nb101_costs, nb101_features, nb201_costs, nb201_features, nb201_totals
-from raynas.nar.search import TierSampler, histogram, tier_search
+from raynas.nar.search import TierSampler, tier_search
+from raynas.nar.tier_stats import histogram
 from raynas.nar.train import NARRun, quintile_tiers, ranking_metrics, resolve_nar
 from search_spaces.nb101 import (CONV1X1, CONV3X3, INPUT, MAXPOOL3X3, OUTPUT, ModelSpec, SpecError, hash_module,
                                  nb201_to_spec, parse_flat, random_spec)

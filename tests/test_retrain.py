@@ -14,8 +14,6 @@ import torch
 from raynas.config import ConfigError
 from raynas.data import load_dataset
 from raynas.retrain import (
-    Retrain,
-    RetrainDiverged,
     genotypes_from_search,
     register,
     resolve_retrain,
@@ -23,6 +21,7 @@ from raynas.retrain import (
 )
 from search_spaces.published import PUBLISHED
 from trials.batches import cutout
+from trials.retrain import Retrain, RetrainDiverged
 
 V2 = PUBLISHED["DARTS_V2"].genotype
 NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|"

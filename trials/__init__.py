@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from trials import darts, registry, search_config  # noqa: F401  (darts first: its methods lead the list)
+from trials import darts, registry, search_config  # darts first: its methods lead the list
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")
 
-SearchConfig = search_config.compose(registry.SECTIONS)
+SearchConfig = search_config.search_config_class()
 METHODS = registry.list_methods()
-build_method, pieces = registry.build_method, registry.pieces
+build_method, pieces = darts.build_method, registry.pieces
 list_methods, method = registry.list_methods, registry.method
 resolve, from_dict = search_config.resolve, search_config.from_dict

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 import search_spaces
 from search_spaces.mixed import set_recompute
 from trials import cuda_graph
+from trials.darts import build_method
 from trials.batches import BatchStream, Dataset, cutout, split_indices
 from trials.epochs import Diverged, EpochRun, Stream, resolve_device, rng_state, seed_everything, set_rng_state
-from trials.registry import build_method
 
 if TYPE_CHECKING:
     from trials.darts import Darts

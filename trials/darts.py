@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import search_spaces
-from trials.registry import register_method, register_piece
+from trials.registry import pieces, register_method, register_piece
 
 if TYPE_CHECKING:
     from trials.batches import Dataset
@@ -217,3 +217,12 @@ def defaults(space: str) -> dict[str, Any]:
 def defaults_second_order(space: str) -> dict[str, Any]:
     """Unrolled DARTS; the arch step comes first (quark0/darts, NAS-Bench-201's DARTS-V2 script)."""
     return {"arch": {"order": 2, "step_order": "arch_weight"}}
+
+
+def build_method(cfg: SearchConfig) -> Darts:
+    """The method a resolved config describes: its active pieces (``trials.registry``) composed over DARTS."""
+    chosen = pieces(cfg)
+    if not chosen:
+        return Darts(cfg)
+    cls = type("+".join(p.__name__ for p in chosen), (*chosen, Darts), {})
+    return cls(cfg)

@@ -21,27 +21,33 @@ from trials.checkpoint import load_state
 
 
 class Stream(IntEnum):
-    """The random streams of one epoch. Each draws from its own generator seeded by (seed, epoch, stream)
-    alone, so an epoch's randomness does not depend on the epochs before it: resuming is exact."""
+    """The random streams of a search epoch. Each draws from its own generator seeded by (seed, epoch,
+    stream) alone, so an epoch's randomness does not depend on the epochs before it: resuming is exact."""
     WEIGHT_BATCHES = 0   # order and augmentation of the batches the weights train on
     ARCH_BATCHES = 1     # order and augmentation of the alpha split
     EVAL_BATCHES = 2     # order of the evaluation batches
-    CUTOUT = 3           # cutout squares
+    CUTOUT = 3           # search-time cutout squares
     HESSIAN = 4          # the batches of the Hessian probe
-    DROP_PATH = 5        # drop-path masks (and S4's noise op) of retraining
+
+
+class RetrainStream(IntEnum):
+    """The random streams of a retraining epoch (same seeding as ``Stream``)."""
+    TRAIN_BATCHES = 0    # order, crop and flip of the training batches
+    CUTOUT = 1           # cutout squares
+    DROP_PATH = 3        # drop-path masks (and S4's noise op), through torch's global generator
 
 
 _ORIGINAL = 4  # streams below keep the seeds of the first formula, so recorded results reproduce
 
 
-def stream_seed(seed: int, epoch: int, stream: Stream) -> int:
-    """A seed per (seed, epoch, stream), distinct for distinct triples. The first four streams keep the
-    original ``(seed * 1_000_003 + epoch) * 4 + stream``; later streams live above 2**63, a range the
-    first never reaches (torch takes seeds below 2**64)."""
+def stream_seed(seed: int, epoch: int, stream: int) -> int:
+    """A seed per (seed, epoch, stream), distinct for distinct triples. Streams 0-3 keep the original
+    ``(seed * 1_000_003 + epoch) * 4 + stream``; later streams live above 2**63, a range the first never
+    reaches (torch takes seeds below 2**64)."""
     base = seed * 1_000_003 + epoch
     if stream < _ORIGINAL:
         return base * _ORIGINAL + stream
-    return (1 << 63) + base * len(Stream) + stream
+    return (1 << 63) + base * 16 + stream
 
 
 def seed_everything(seed: int) -> None:
@@ -117,7 +123,7 @@ class EpochRun:
     def run_epoch(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def generator(self, stream: Stream) -> torch.Generator:
+    def generator(self, stream: int) -> torch.Generator:
         """This epoch's generator of ``stream`` on the run's device."""
         return torch.Generator(device=self.device).manual_seed(stream_seed(self.seed, self.epoch, stream))
 

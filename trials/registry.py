@@ -5,7 +5,7 @@ A method module registers up to three things, with decorators, in its own file:
 - ``@register_section("pc")`` on a config dataclass: the method's own block of the search config, with
   ``check(cfg)`` for its ranges and, optionally, ``supernet_options()`` for structural choices;
 - ``@register_piece(order, when=...)`` on a small ``Darts`` subclass: the hooks it overrides, switched on
-  by config. ``build_method`` composes the active pieces (outermost = lowest order) over ``Darts``, so
+  by config. ``trials.darts.build_method`` composes the active pieces (outermost = lowest order) over ``Darts``, so
   combinations no paper published (DrNAS + MIM, PC-DARTS + random features) run from config alone.
 Adding a method is one new module under ``trials/`` (imported by ``trials/__init__``) plus its test.
 """
@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from trials.config import ConfigError
-
-if TYPE_CHECKING:
-    from trials.darts import Darts
 
 Preset = Callable[[str], dict[str, Any]]
 
@@ -85,16 +82,7 @@ def relaxations() -> list[str]:
     return ["softmax", *(p.relaxation for p in _PIECES if p.relaxation)]
 
 
-def pieces(cfg: Any) -> list[type[Darts]]:
+def pieces(cfg: Any) -> list[type]:
     """The pieces a resolved config switches on, outermost first."""
     return [p.cls for p in _PIECES if p.when(cfg)]
 
-
-def build_method(cfg: Any) -> Darts:
-    from trials.darts import Darts
-
-    chosen = pieces(cfg)
-    if not chosen:
-        return Darts(cfg)
-    cls = type("+".join(p.__name__ for p in chosen), (*chosen, Darts), {})
-    return cls(cfg)

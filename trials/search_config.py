@@ -9,6 +9,7 @@ each method module registers its own block (``pc``, ``drnas``, ``rf``, ``mim``) 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,12 +91,16 @@ class CoreSearchConfig:
         return {name: getattr(self, name) for name in SECTIONS}
 
 
-def compose(sections: dict[str, type]) -> type:
-    """``SearchConfig``: the core fields plus one field per registered method block."""
+@functools.cache
+def search_config_class() -> type:
+    """``SearchConfig``: the core fields plus one field per registered method block. First called at the
+    end of ``trials/__init__``, once every method module has registered its block."""
+    from trials.registry import SECTIONS
+
     cls = dataclasses.make_dataclass(
-        "SearchConfig", [(name, sec, field(default_factory=sec)) for name, sec in sections.items()],
+        "SearchConfig", [(name, sec, field(default_factory=sec)) for name, sec in SECTIONS.items()],
         bases=(CoreSearchConfig,))
-    cls.__module__, cls.__doc__ = "trials", "Core search fields plus the method blocks: " + ", ".join(sections)
+    cls.__module__, cls.__doc__ = "trials", "Core search fields plus the method blocks: " + ", ".join(SECTIONS)
     return cls
 
 
@@ -161,7 +166,6 @@ def check(cfg: Any) -> None:
 
 def resolve(overrides: dict[str, Any] | None = None) -> Any:
     """Merge defaults, paper defaults of the chosen space/method and ``overrides``; validate."""
-    from trials import SearchConfig
     from trials.registry import list_methods, method
 
     overrides = dict(overrides or {})
@@ -172,15 +176,13 @@ def resolve(overrides: dict[str, Any] | None = None) -> Any:
         merged = deep_merge(merged, SPACE_DEFAULTS.get(space, {}))
     if isinstance(name, str) and isinstance(space, str) and name in list_methods():
         merged = deep_merge(merged, method(name)(space))
-    cfg = build(SearchConfig, deep_merge(merged, overrides))
+    cfg = build(search_config_class(), deep_merge(merged, overrides))
     check(cfg)
     return cfg
 
 
 def from_dict(data: dict[str, Any]) -> Any:
     """Rebuild a resolved config (e.g. inside a Ray worker) without re-applying defaults."""
-    from trials import SearchConfig
-
-    cfg = build(SearchConfig, data)
+    cfg = build(search_config_class(), data)
     check(cfg)
     return cfg

@@ -23,38 +23,12 @@ import numpy as np
 import torch
 
 from raynas.nar.data import BenchData, nb201_name
+from raynas.nar.tier_stats import batch_tier_stats
 from search_spaces.nb101 import random_spec
 from search_spaces.nb201 import OPS_NB201
 
 if TYPE_CHECKING:
     from raynas.nar.train import NARConfig, NARRun
-
-
-def histogram(values: np.ndarray, lo: float, hi: float, bins: int, unit: float) -> dict[int, int]:
-    """NAR ``build_counts_dict``: equal bins of width ceil((hi - lo) / bins) over the batch range, keyed by their
-    upper edge (in raw units); a value equal to the minimum falls into the first bin."""
-    step = max(1, math.ceil((hi - lo) / bins))
-    counts = {int(unit * (lo + i * step)): 0 for i in range(1, bins + 1)}
-    for v in values:
-        v = v + step if v == lo else v
-        counts[int(unit * (math.ceil((v - lo) / step) * step + lo))] += 1
-    return counts
-
-
-def batch_tier_stats(data: BenchData, rows: np.ndarray, tiers: np.ndarray, cfg: NARConfig) -> dict[str, list]:
-    """Per-tier histograms of one batch: ``flops``, ``params`` and ``kind`` (op counts or vertex counts)."""
-    f, p = np.ceil(data.flops[rows] / 1e6), np.ceil(data.params[rows] / 1e3)
-    kind = data.kind[rows]
-    out: dict[str, list] = {"flops": [], "params": [], "kind": []}
-    for t in range(cfg.n_tier):
-        sel = tiers == t
-        out["flops"].append(histogram(f[sel], f.min(), f.max(), cfg.bins, 1e6))
-        out["params"].append(histogram(p[sel], p.min(), p.max(), cfg.bins, 1e3))
-        if data.bench == "nb201":
-            out["kind"].append({k: int(c) for k, c in enumerate(kind[sel].sum(axis=0))})
-        else:
-            out["kind"].append({k: int((kind[sel] == k).sum()) for k in range(int(kind.min()), int(kind.max()) + 1)})
-    return out
 
 
 def _kl(low: list[float], top: list[float]) -> float:
@@ -140,7 +114,8 @@ def tier_search(run: NARRun, budget: int | None = None, seed: int | None = None)
     rng = random.Random(cfg.seed if seed is None else seed)
     run.use_best()
     run.model.eval()
-    distri = list(run.best["distri"]) or [batch_tier_stats(data, run.train_idx, run.train_tier.numpy(), cfg)]
+    distri = list(run.best["distri"]) or [batch_tier_stats(data, run.train_idx, run.train_tier.numpy(),
+                                                             cfg.n_tier, cfg.bins)]
     rng.shuffle(distri)
     iters = math.ceil(budget / cfg.top_k)
     reuse = max(1, math.ceil(iters / len(distri)))

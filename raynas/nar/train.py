@@ -23,7 +23,9 @@ from scipy import stats
 
 from raynas.config import ConfigError, build
 from raynas.nar.data import BenchData, load_bench
+from trials.checkpoint import plain
 from trials.epochs import EpochRun
+from raynas.nar.tier_stats import batch_tier_stats
 from raynas.nar.model import NARanker, NoamSchedule, TierBank, pairwise_rank_loss, soft_cross_entropy
 
 
@@ -213,7 +215,6 @@ class NARRun(EpochRun):
         return l_tier + self.cfg.loss_factor * l_rank, l_tier, l_rank
 
     def run_epoch(self) -> dict[str, float]:
-        from raynas.nar.search import batch_tier_stats
 
         t0 = time.time()
         self.model.train()
@@ -230,7 +231,7 @@ class NARRun(EpochRun):
             lr = self.schedule.step()
             self.optimizer.step()
             bank.update(enc, tier)
-            distri.append(batch_tier_stats(self.data, rows, tier.numpy(), self.cfg))
+            distri.append(batch_tier_stats(self.data, rows, tier.numpy(), self.cfg.n_tier, self.cfg.bins))
             sums += [len(b), loss.item() * len(b), l_rank.item() * len(b),
                      (logits.argmax(1) == tier).sum().item()]
         self.epoch += 1
@@ -292,7 +293,7 @@ class NARRun(EpochRun):
     def state_dict(self) -> dict[str, Any]:
         return {"cfg": self.cfg.to_dict(), "epoch": self.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "schedule_steps": self.schedule.steps,
-                "history": self.history, "best": self.best, "torch_rng": torch.get_rng_state()}
+                "history": plain(self.history), "best": plain(self.best), "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
