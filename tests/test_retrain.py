@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from raynas.commands.retrain import register
 from raynas.config import ConfigError
 from raynas.data import cutout, load_dataset
 from raynas.retrain import (
     Retrain,
     RetrainDiverged,
     genotypes_from_search,
-    register,
     resolve_retrain,
     run_retrain,
 )
