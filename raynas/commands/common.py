@@ -48,6 +48,13 @@ def trials_exit_code(trials: list[dict[str, Any]], *, all_completed: bool = Fals
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def add_resource_flags(p: argparse.ArgumentParser) -> None:
+    """``--cpus``, ``--gpus`` per trial and the Ray ``--address`` (read back with ``cpus_gpus``)."""
+    p.add_argument("--cpus", type=float, help="CPUs per trial (default: all)")
+    p.add_argument("--gpus", type=float, help="GPUs per trial, fractional allowed (default: 0)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+
+
 def cpus_gpus(args: argparse.Namespace) -> tuple[float, float]:
     """``--cpus`` (default: all of this machine) and ``--gpus`` (default 0) per trial."""
     cpus = args.cpus if args.cpus is not None else float(os.cpu_count() or 1)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raynas.commands.common import cpus_gpus, parse_seeds, read_genotype_arg, trials_exit_code
+from raynas.commands.common import add_resource_flags, cpus_gpus, parse_seeds, read_genotype_arg, trials_exit_code
 from raynas.genotype_info import SPACES
 
 
@@ -31,9 +31,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/retrain", help="output directory (retrain_summary.json, Ray results)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any RetrainConfig field, e.g. --set batch_size=64 --set drop_path_prob=0.3")
-    p.add_argument("--cpus", type=float, help="CPUs per trial (default: all)")
-    p.add_argument("--gpus", type=float, help="GPUs per trial, fractional allowed (default: 0)")
-    p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    add_resource_flags(p)
     p.add_argument("--tracking-uri", dest="tracking_uri",
                    help="MLflow URI (default: the search's, else $MLFLOW_TRACKING_URI or ./mlflow.db; none: off)")
     p.set_defaults(func=cmd_retrain)

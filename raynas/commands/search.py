@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from raynas.commands.common import check_data, check_resources, cpus_gpus, trials_exit_code
+from raynas.commands.common import add_resource_flags, check_data, check_resources, cpus_gpus, trials_exit_code
 
 _FLAGS = ("method", "space", "dataset", "epochs", "seed", "batch_size", "data_dir", "download", "nb201_table",
           "device")
@@ -28,9 +28,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
     s.add_argument("--out", default="runs/search", help="output directory (summary.json, Ray results)")
     s.add_argument("--name", default="search", help="experiment name")
-    s.add_argument("--cpus", type=float, help="CPUs per trial (default: all)")
-    s.add_argument("--gpus", type=float, help="GPUs per trial, fractional allowed (default: 0)")
-    s.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    add_resource_flags(s)
     s.add_argument("--tracking-uri", dest="tracking_uri",
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db; none: off)")
     s.set_defaults(func=cmd_search)
