@@ -38,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cifar_shaped, machine, peak_mib, sync  # noqa: E402
 
-from raynas.config import _deep_merge, parse_set, resolve  # noqa: E402
+from raynas.config import deep_merge, parse_set, resolve  # noqa: E402
 from trials import cuda_graph  # noqa: E402
 from trials.bilevel import Search  # noqa: E402
 from trials.epochs import resolve_device  # noqa: E402
@@ -55,7 +55,7 @@ def ours(space: str, method: str, device: str, overrides: dict[str, Any], layers
                            "batch_size": BATCH, "seed": 0, "arch": {"warmup_epochs": 0}}
     if layers:
         raw["model"] = {"layers": layers}
-    raw = _deep_merge(raw, parse_set([f"{k}={v}" for k, v in overrides.items()]))
+    raw = deep_merge(raw, parse_set([f"{k}={v}" for k, v in overrides.items()]))
     s = Search(resolve(raw), cifar_shaped(4 * BATCH))
     s.method.on_epoch_start(s, 0)
     x, y = next(iter(s.w_stream.epoch(s.generator(0))))

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 import search_spaces
 from raynas import diagram
-from raynas.genotype_cmd import describe, register
+from raynas.commands.genotype import register
+from raynas.genotype_info import describe
 from search_spaces.darts import EDGES, PRIMITIVES, Genotype, format_genotype
 from search_spaces.darts_eval import DartsNetwork, EvalCell, NetworkImageNet, count_flops, count_params
 from search_spaces.nb201 import OPS_NB201, GenotypeError, NB201Genotype, NB201Network, format_genotype as nb_str

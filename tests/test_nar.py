@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from raynas.config import ConfigError
-from raynas.nar.cli import main as rank_main
+from raynas.cli import main as rank_main
 from raynas.nar.encoding import nb101_costs, nb101_features, nb201_costs, nb201_features, nb201_totals
 from raynas.nar.search import TierSampler, tier_search
 from raynas.nar.tier_stats import histogram

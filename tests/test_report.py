@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from raynas.config import ConfigError
-from raynas.report import attach_to_mlflow, build_report, paired_test, parse_rule, register
+from raynas.commands.report import register
+from raynas.report import attach_to_mlflow, build_report, paired_test, parse_rule
 
 BIN = Path(sys.executable).parent
 B_ACC = [90.0, 91.0, 92.5, 93.5]  # "darts" cifar10_test per seed; "drnas" = darts + 1.0 on every seed

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from raynas.commands.retrain import register
 from raynas.config import ConfigError
 from raynas.data import load_dataset
 from raynas.retrain import (
     genotypes_from_search,
-    register,
     resolve_retrain,
     run_retrain,
 )

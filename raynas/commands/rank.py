@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from raynas.commands.common import EXIT_OK, parse_seeds, trials_exit_code
 from raynas.config import ConfigError, parse_set
 
 DEFAULT_BUDGET = 250  # the paper's 50 search iterations x top-5 lookups
-TRAIN_KEYS = ("kendall_tau", "spearman_rho", "precision_at_top_5pct", "kendall_tau_valid", "spearman_rho_valid",
-              "precision_at_top_5pct_valid")
-SEARCH_KEYS = ("best_test_acc", "best_valid_acc", "best_test_acc_oracle", "rank", "percentile", "queries",
-               "search_queries")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def _seeds(text: str) -> list[int]:
+    return parse_seeds(text, malformed="--seeds expects comma-separated integers, got {!r}",
+                       repeated="--seeds needs at least one seed and no repeats, got {!r}")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("rank", help="NAR: train/evaluate the Neural Architecture Ranker, search or tune it",
                               description="Train NAR on a benchmark table and report Kendall's tau, Spearman's rho "
                                           "and precision@top-5% on held-out architectures (action train), run its "
@@ -54,16 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "none: off)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=cmd_rank)
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds needs at least one seed and no repeats, got {text!r}")
-    return seeds
+    return p
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,32 +81,6 @@ def configs(args: argparse.Namespace) -> list:
     return [resolve_nar({**over, "seed": s}) for s in _seeds(args.seeds or "0")]
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def run_local(cfgs: list, out: Path | None = None) -> list[dict[str, Any]]:
-    """Every seed in this process, the table loaded once."""
-    from raynas.nar.data import load_bench
-    from raynas.nar.search import tier_search
-    from raynas.nar.train import NARRun
-
-    c0 = cfgs[0]
-    data = load_bench(c0.bench, c0.table, c0.dataset, c0.scale_features)
-    results = []
-    for cfg in cfgs:
-        run = NARRun(cfg, data)
-        for _ in range(cfg.epochs):
-            m = run.run_epoch()
-            _log(f"[seed {cfg.seed}] epoch {m['epoch']}/{cfg.epochs} loss {m['loss']:.4f} val_tier_acc "
-                 f"{m['val_tier_acc']:.3f} val_tau {m['val_kendall_tau']:.3f} ({m['time_s']:.1f} s)")
-        res = {"seed": cfg.seed, **run.evaluate(scatter=out / f"scatter_seed{cfg.seed}.png" if out else None)}
-        if cfg.budget > 0:
-            res.update(tier_search(run))
-        results.append(res)
-    return results
-
-
 def experiment(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The NAR experiment to run through Ray: the file of ``rank tune``, or one trial per seed from the flags."""
     from raynas.nar.experiment import load_nar_experiment
@@ -141,26 +104,9 @@ def experiment(args: argparse.Namespace) -> tuple[Any, str | None]:
                                       "resources": {"cpu": args.cpus, "gpu": 0.0}}), None
 
 
-def summarize(action: str, cfgs: list, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means over seeds; for a search, ``best_arch`` is the architecture found by most seeds (then best test)."""
-    keys = TRAIN_KEYS + (SEARCH_KEYS if action == "search" else ())
-    per_seed = [{k: r[k] for k in ("seed", *keys, "best_arch", "best_cell", "optimum_test_acc", "n_train", "n_val",
-                                   "n_heldout", "best_epoch") if k in r} for r in results]
-    s: dict[str, Any] = {"action": action, "bench": cfgs[0].bench, "dataset": cfgs[0].dataset,
-                         "seeds": [c.seed for c in cfgs], "epochs": cfgs[0].epochs}
-    s.update({k: float(np.mean([r[k] for r in results])) for k in keys if all(k in r for r in results)})
-    s.update({f"{k}_std": float(np.std([r[k] for r in results])) for k in ("kendall_tau", "best_test_acc")
-              if k in s})
-    if action == "search" and all("best_arch" in r for r in results):
-        counts = Counter(r["best_arch"] for r in results)
-        s["best_arch"] = max(results, key=lambda r: (counts[r["best_arch"]], r["best_test_acc"]))["best_arch"]
-        s["optimum_test_acc"] = results[0]["optimum_test_acc"]
-    s["per_seed"] = per_seed
-    return s
-
-
 def cmd_rank(args: argparse.Namespace) -> int:
     from raynas.nar.data import require_table
+    from raynas.nar.local import run_local, summarize
 
     if args.ray or args.action == "tune":
         return cmd_rank_ray(args)
@@ -190,12 +136,15 @@ def cmd_rank(args: argparse.Namespace) -> int:
         (out / "rank.json").write_text(json.dumps(s, indent=2) + "\n")
     if args.json:
         print(json.dumps(s))
-    return 0
+    return EXIT_OK
 
 
 def cmd_rank_ray(args: argparse.Namespace) -> int:
     """``rank tune FILE`` / ``rank --ray``: tracked NARTrainable trials; prints the summary's trials."""
+    import numpy as np
+
     from raynas.nar.experiment import run_nar_experiment
+    from raynas.nar.local import SEARCH_KEYS, TRAIN_KEYS
 
     exp, yaml_text = experiment(args)
     out = Path(args.out or f"runs/{exp.name}")
@@ -212,22 +161,4 @@ def cmd_rank_ray(args: argparse.Namespace) -> int:
         means = {k: float(np.mean([t[k] for t in done])) for k in TRAIN_KEYS + SEARCH_KEYS
                  if done and all(t.get(k) is not None for t in done)}
         print(json.dumps({**means, "seeds": sorted(t["seed"] for t in done), **summary}, default=str))
-    return 0 if all(t["status"] != "error" for t in summary["trials"]) else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry, ``python -m raynas.nar.cli rank ...``, with the errors of ``raynas.cli.main``."""
-    from raynas.cli import EXIT_USAGE, UsageError, _Parser
-
-    parser = _Parser(prog="raynas")
-    register(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    try:
-        args = parser.parse_args(argv)
-        return args.func(args)
-    except (UsageError, ConfigError) as e:
-        print(f"raynas: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return trials_exit_code(summary["trials"])

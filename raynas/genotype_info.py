@@ -1,4 +1,4 @@
-"""``raynas genotype``: parameters, FLOPs, a drawing and the NB201 row of one genotype, without training.
+"""Parameters, FLOPs, a drawing and the NB201 row of one genotype, without training (``raynas genotype``).
 
 The numbers are those of the evaluation network the genotype is retrained in: DARTS-family spaces
 ``NetworkCIFAR`` (20 cells, C=36) or, for ``--dataset imagenet``, the mobile ``NetworkImageNet``
@@ -7,8 +7,6 @@ The numbers are those of the evaluation network the genotype is retrained in: DA
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,16 +35,6 @@ def network_size(space: str, dataset: str, layers: int | None = None, channels: 
     d_layers, d_channels = DEFAULT_SIZE["nb201" if space == "nb201" else "imagenet" if dataset == "imagenet"
                                         else "darts"]
     return d_layers if layers is None else layers, d_channels if channels is None else channels
-
-
-def read_genotype_arg(value: str) -> str:
-    """``--genotype`` is the text itself or a file holding it."""
-    try:
-        if Path(value).is_file():
-            return Path(value).read_text().strip()
-    except OSError:  # e.g. genotype text longer than a file name may be
-        pass
-    return value.strip()
 
 
 def build_eval_network(space: str, genotype: Any, dataset: str = "cifar10", layers: int | None = None,
@@ -109,44 +97,3 @@ def describe(space: str, text: str, dataset: str = "cifar10", layers: int | None
 
         out["nb201"] = NB201Table.load(nb201_table).query(genotype)
     return out
-
-
-def cmd_genotype(args: argparse.Namespace) -> int:
-    info = describe(args.space, read_genotype_arg(args.genotype), args.dataset, args.layers, args.channels,
-                    args.auxiliary, args.plot, args.nb201_table)
-    if args.json:
-        print(json.dumps(info))
-        return 0
-    depth = f"N={info['layers']} cells per stage" if args.space == "nb201" else f"{info['layers']} cells"
-    c, r, _ = info["input"]
-    print(f"genotype: {info['genotype']}")
-    print(f"network:  {info['network']}, {depth}, C={info['channels']}; input {r}x{r}x{c}, "
-          f"{info['num_classes']} classes ({info['dataset']})")
-    aux = f" ({info['params_with_aux_m']:.3f}M with the auxiliary head)" if "params_with_aux_m" in info else ""
-    print(f"params:   {info['params_m']:.3f}M ({info['params']:,}; auxiliary head excluded){aux}")
-    print(f"FLOPs:    {info['flops_m']:.1f}M per image (multiply-accumulates of Conv2d and Linear)")
-    print(f"skips:    {info['skip_count']}; parameter-free ops: {info['param_free_count']}")
-    if "plot" in info:
-        print(f"plot:     {info['plot']}")
-    if "nb201" in info:
-        print(f"nb201:    {json.dumps(info['nb201'])}")
-    return 0
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``raynas genotype`` to the CLI's subparsers."""
-    p = subparsers.add_parser("genotype", help="parameters, FLOPs and a cell drawing of one genotype",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--space", required=True, choices=SPACES)
-    p.add_argument("--genotype", required=True, metavar="TEXT|FILE",
-                   help="DARTS Genotype(...) text or JSON, an NB201 |op~0|+... string, or a file holding one")
-    p.add_argument("--dataset", default="cifar10", choices=list(SHAPES),
-                   help="input resolution and classes; imagenet = the 224x224 mobile network (default cifar10)")
-    p.add_argument("--layers", type=int, help="cells (DARTS: 20, ImageNet 14) or NB201 cells per stage (5)")
-    p.add_argument("--channels", type=int, help="initial channels C (DARTS: 36, ImageNet 48, NB201 16)")
-    p.add_argument("--auxiliary", action="store_true", help="build the auxiliary head too (params reported apart)")
-    p.add_argument("--plot", metavar="OUT.png|OUT.svg", help="draw the cell(s)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--nb201-table", dest="nb201_table", metavar="PATH", help="NB201 CSV: add the benchmark row")
-    p.set_defaults(func=cmd_genotype)
-    return p

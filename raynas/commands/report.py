@@ -1,0 +1,46 @@
+"""``raynas report``: a study report (md, self-contained html) over experiment directories, attached to MLflow."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from raynas.commands.common import EXIT_OK
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``raynas report`` to the CLI's subparsers."""
+    p = subparsers.add_parser("report", help="study report (md, self-contained html) over experiment directories")
+    p.add_argument("sources", nargs="+", metavar="DIR_OR_EXPERIMENT",
+                   help="experiment output dirs (with summary.json), experiment YAMLs or names under runs/")
+    p.add_argument("--format", default="md,html", help="comma-separated: md, html (default both)")
+    p.add_argument("--out", help="report directory (default: FIRST_DIR/report)")
+    p.add_argument("--collapse-rule", dest="collapse_rule", default="skip_count>=4",
+                   help="e.g. skip_count>=4, param_free_count>5 (normal cell on DARTS-family spaces)")
+    p.add_argument("--objective", help="metric to compare (default: nb201 test acc, else the experiment's)")
+    p.add_argument("--tracking-uri", dest="tracking_uri",
+                   help="attach the report to the experiment's MLflow parent run (default, as the runner: the "
+                        "experiment's tracking_uri, $MLFLOW_TRACKING_URI, ./mlflow.db when it exists)")
+    p.set_defaults(func=cmd_report)
+    return p
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from raynas.report import attach_to_mlflow, build_report, resolve_source, tracking_target
+
+    dirs = [resolve_source(s) for s in args.sources]
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    out = Path(args.out) if args.out else dirs[0] / "report"
+    report = build_report(dirs, out, formats, args.collapse_rule, args.objective)
+    for kind, path in report["files"].items():
+        print(f"{kind}: {path}")
+    attached = set()
+    for d in dirs:
+        uri, name = tracking_target(d, args.tracking_uri)
+        if uri and (uri, name) not in attached:
+            attached.add((uri, name))
+            run_id = attach_to_mlflow(out, uri, name)
+            if run_id:
+                print(f"attached to MLflow run {run_id} ({name})")
+    return EXIT_OK

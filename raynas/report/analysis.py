@@ -1,0 +1,262 @@
+"""The numbers of a study report, read from experiment directories (``raynas report DIR [DIR ...]``).
+
+Per method x space x dataset: seeds, mean ± std of the objective, best-of-k, worst, share of collapsed
+searches, parameter count of the found cells, search CPU/GPU-hours; each method's rank per column
+(space x dataset); paired tests between methods across seeds. Conventions:
+
+- **objective**: ``objective`` when given (a ``final`` key such as ``valid_acc``, ``nb201_test``/``nb201_valid``,
+  or any metric of the last epoch); otherwise the NAS-Bench-201 test accuracy of the searched dataset when
+  the trial has an nb201 row (cifar10 -> cifar10_test, cifar100 -> cifar100_test, imagenet16-120 ->
+  imagenet16_test, other datasets -> cifar10_test), else the experiment's objective metric, else the
+  final ``valid_acc``. Higher is better unless the metric is the experiment's with mode ``min`` or a loss.
+- **std** is the sample standard deviation (ddof=1), as papers' "mean ± std over seeds"; none for one seed.
+  **best-of-k** is the best of the k seeds of a cell (the S1-S4 literature reports best of 4).
+- **collapse**: a rule ``METRIC OP NUMBER`` (``skip_count>=4``; metrics of ``search_spaces.genotype_stats``:
+  skip_count, param_free_count -- the normal cell for DARTS-family genotypes -- and their ``_reduce``
+  variants; ops >=, >, <=, <, ==), parsed by a regex, applied to the final genotype.
+- **params** (millions): the nb201 row's ``params`` on NB201; for DARTS-family genotypes the CIFAR
+  evaluation network ``DartsNetwork(genotype, C=36, layers=20, auxiliary=False)`` (10 classes, 100 for
+  cifar100, 120 for imagenet16-120) without the auxiliary head; none when that module is unavailable.
+- **search hours**: sum of the per-epoch ``epoch_time`` x the trial's ``resources`` cpu/gpu.
+- **paired tests**: per column and pair of methods, the per-seed differences A - B (seeds present in both;
+  repeated seeds averaged), two-sided Wilcoxon signed-rank p, and a seeded bootstrap 95% CI of the mean
+  difference. With fewer than 6 pairs Wilcoxon cannot reach p < 0.05 (n=4: p >= 0.125), so the verdict
+  also reads the CI -- which, with so few seeds, is optimistic: treat it as a hint, not proof.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import operator
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from raynas.config import ConfigError
+
+NB201_TEST = {"cifar10": "cifar10_test", "cifar100": "cifar100_test", "imagenet16-120": "imagenet16_test"}
+NB201_VALID = {"cifar10": "cifar10_valid", "cifar100": "cifar100_valid", "imagenet16-120": "imagenet16_valid"}
+EVAL_CLASSES = {"cifar100": 100, "imagenet16-120": 120}
+COLLAPSE_METRICS = ("skip_count", "param_free_count", "skip_count_reduce", "param_free_count_reduce")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
+_RULE = re.compile(r"\s*([a-z_]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*")
+BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED = 10_000, 0
+
+
+# ------------------------------------------------------------------------------------------ reading
+def parse_rule(rule: str) -> Callable[[dict[str, int]], bool | None]:
+    """``"skip_count>=4"`` -> a predicate on genotype stats (None when the metric is not in them)."""
+    m = _RULE.fullmatch(rule)
+    if m is None or m[1] not in COLLAPSE_METRICS:
+        raise ConfigError(f"collapse rule {rule!r}: expected METRIC OP NUMBER with METRIC one of "
+                          f"{', '.join(COLLAPSE_METRICS)} and OP one of {' '.join(_OPS)}, e.g. 'skip_count>=4'")
+    metric, op, value = m[1], _OPS[m[2]], float(m[3])
+    return lambda stats: None if stats.get(metric) is None else bool(op(stats[metric], value))
+
+
+def resolve_source(source: str | Path) -> Path:
+    """An experiment directory, an experiment YAML (its default ``runs/<name>``) or a name under ``runs/``."""
+    path = Path(source)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        from raynas.experiment import load_experiment
+        path = Path("runs") / load_experiment(path).name
+    elif not path.exists() and (Path("runs") / path).is_dir():
+        path = Path("runs") / path
+    if not (path / "summary.json").is_file():
+        raise ConfigError(f"{source} is not a raynas experiment (no summary.json)")
+    return path
+
+
+def read_history(entry: dict[str, Any], source: Path) -> list[dict[str, Any]]:
+    """The trial's per-epoch results (Ray's ``result.json``), one per epoch (the last report of a
+    re-run epoch wins); looked up at ``entry["path"]``, then under ``source/ray_results`` if moved."""
+    path = entry.get("path") or ""
+    files = [Path(path) / "result.json"] if path and "://" not in path else []
+    if path:
+        files += sorted(source.glob(f"ray_results/*/{Path(path).name}/result.json"))
+    for f in files:
+        if f.is_file():
+            by_epoch: dict[int, dict[str, Any]] = {}
+            for line in f.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # blank or half-written last line
+                    continue
+                if isinstance(row, dict) and "epoch" in row:
+                    by_epoch[row["epoch"]] = row
+            return [by_epoch[e] for e in sorted(by_epoch)]
+    return []
+
+
+def _objective(entry: dict[str, Any], history: list[dict[str, Any]], objective: str | None,
+               exp_metric: str) -> tuple[float | None, str]:
+    final, dataset = entry.get("final") or {}, entry.get("dataset")
+    nb = final.get("nb201") or {}
+    last = history[-1] if history else {}
+
+    def lookup(metric: str) -> float | None:
+        if metric == "nb201_test":
+            return nb.get(NB201_TEST.get(dataset, "cifar10_test"))
+        if metric == "nb201_valid":
+            return nb.get(NB201_VALID.get(dataset, "cifar10_valid"))
+        return final.get(metric, last.get(metric))
+
+    if objective:
+        return lookup(objective), objective
+    if nb:
+        return lookup("nb201_test"), NB201_TEST.get(dataset, "cifar10_test")
+    value = lookup(exp_metric)
+    return (value, exp_metric) if value is not None else (final.get("valid_acc"), "valid_acc")
+
+
+def _genotype_stats(space: str, genotype: str | None) -> dict[str, int]:
+    if not genotype:
+        return {}
+    try:
+        import search_spaces
+        return search_spaces.genotype_stats(space, search_spaces.parse_genotype(space, genotype))
+    except (ValueError, KeyError):
+        return {}
+
+
+@functools.lru_cache(maxsize=None)
+def _darts_params(space: str, genotype: str, classes: int) -> float | None:
+    try:
+        import search_spaces
+        from search_spaces.darts_eval import DartsNetwork, count_params
+        net = DartsNetwork(search_spaces.parse_genotype(space, genotype), C=36, layers=20, num_classes=classes,
+                           auxiliary=False)
+    except (ImportError, ValueError, KeyError):
+        return None
+    return count_params(net) / 1e6
+
+
+def _params(entry: dict[str, Any]) -> float | None:
+    if entry.get("space") == "nb201":
+        return ((entry.get("final") or {}).get("nb201") or {}).get("params")
+    if not entry.get("genotype"):
+        return None
+    return _darts_params(entry["space"], entry["genotype"], EVAL_CLASSES.get(entry.get("dataset"), 10))
+
+
+def load_trials(sources: list[str | Path], collapse_rule: str = "skip_count>=4", objective: str | None = None
+                ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """Trial records of all sources, their histories (by trial key) and the first experiment's objective."""
+    rule = parse_rule(collapse_rule)
+    trials, histories, exp_objective = [], {}, None
+    for src in sources:
+        src = resolve_source(src)
+        summary = json.loads((src / "summary.json").read_text())
+        state_file = src / "experiment.json"
+        exp = json.loads(state_file.read_text()).get("experiment", {}) if state_file.is_file() else {}
+        obj = summary.get("objective") or {"metric": "valid_acc", "mode": "max"}
+        exp_objective = exp_objective or obj
+        for entry in summary.get("trials", []):
+            history = read_history(entry, src)
+            value, name = _objective(entry, history, objective, obj["metric"])
+            stats = _genotype_stats(entry["space"], entry.get("genotype"))
+            res = (entry.get("config") or {}).get("resources") or exp.get("resources") or {}
+            seconds = sum(h.get("epoch_time") or 0.0 for h in history) if history else None
+            hours = {k: None if seconds is None else seconds * float(res.get(k, 0.0)) / 3600 for k in ("cpu", "gpu")}
+            key = f"{summary.get('experiment', src.name)}/{entry['trial_id']}"
+            histories[key] = history
+            trials.append({
+                "key": key, "experiment": summary.get("experiment", src.name), "trial_id": entry["trial_id"],
+                **{k: entry.get(k) for k in ("method", "space", "dataset", "seed", "status", "epochs", "genotype")},
+                "objective": None if value is None else float(value), "objective_name": name,
+                "mode": obj["mode"] if name == obj["metric"] else ("min" if "loss" in name else "max"),
+                "collapsed": rule(stats) if stats else None, "skip_count": stats.get("skip_count"),
+                "params_m": _params(entry), "cpu_hours": hours["cpu"], "gpu_hours": hours["gpu"]})
+    return trials, histories, exp_objective or {"metric": "valid_acc", "mode": "max"}
+
+
+# ---------------------------------------------------------------------------------------- statistics
+def paired_test(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+    """Differences a - b over the shared seeds: two-sided Wilcoxon p and a bootstrap 95% CI of the mean."""
+    from scipy.stats import wilcoxon
+
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+    out: dict[str, Any] = {"n": len(d), "seeds": seeds, "mean_diff": float(d.mean()) if len(d) else None,
+                           "p_wilcoxon": None, "ci95": None, "verdict": "fewer than 2 pairs"}
+    if len(d) < 2:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = 1.0 if not d.any() else float(wilcoxon(d).pvalue)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = d[rng.integers(0, len(d), (BOOTSTRAP_SAMPLES, len(d)))].mean(axis=1)
+    lo, hi = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+    if p < 0.05:
+        verdict = "differ (Wilcoxon p < 0.05)"
+    elif len(d) < 6 and not lo <= 0 <= hi:
+        verdict = "likely differ (CI excludes 0; too few seeds for Wilcoxon)"
+    else:
+        verdict = "noise"
+    return {**out, "p_wilcoxon": p, "ci95": [lo, hi], "verdict": verdict}
+
+
+def _seed_values(trials: list[dict[str, Any]]) -> dict[int, float]:
+    by_seed: dict[int, list[float]] = {}
+    for t in trials:
+        if t["objective"] is not None:
+            by_seed.setdefault(t["seed"], []).append(t["objective"])
+    return {s: float(np.mean(v)) for s, v in by_seed.items()}
+
+
+def _total(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(sum(present)) if present else None
+
+
+def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Groups (method x space x dataset) with their statistics, ranks per column and paired tests."""
+    key = operator.itemgetter("method", "space", "dataset")
+    groups = []
+    for (method, space, dataset), members in itertools.groupby(sorted(trials, key=key), key=key):
+        members = list(members)
+        values = np.array([t["objective"] for t in members if t["objective"] is not None], dtype=float)
+        mode = members[0]["mode"]
+        best, worst = (np.max, np.min) if mode == "max" else (np.min, np.max)
+        flags = [t["collapsed"] for t in members if t["collapsed"] is not None]
+        params = [t["params_m"] for t in members if t["params_m"] is not None]
+        groups.append({
+            "method": method, "space": space, "dataset": dataset, "objective_name": members[0]["objective_name"],
+            "mode": mode, "n": len(values), "seeds": sorted({t["seed"] for t in members}),
+            "mean": float(values.mean()) if len(values) else None,
+            "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "best_of_k": float(best(values)) if len(values) else None, "k": len(values),
+            "worst": float(worst(values)) if len(values) else None,
+            "collapsed": sum(flags), "collapse_known": len(flags),
+            "collapse_share": sum(flags) / len(flags) if flags else None,
+            "params_m": float(np.mean(params)) if params else None,
+            "cpu_hours": _total([t["cpu_hours"] for t in members]),
+            "gpu_hours": _total([t["gpu_hours"] for t in members]),
+            "rank": None, "_seed_values": _seed_values(members)})
+    from scipy.stats import rankdata
+
+    ranks: dict[str, dict[str, float]] = {}
+    tests = []
+    columns = sorted({(g["space"], g["dataset"]) for g in groups})
+    for space, dataset in columns:
+        col = [g for g in groups if (g["space"], g["dataset"]) == (space, dataset)]
+        scored = [g for g in col if g["mean"] is not None]
+        order = rankdata([-g["mean"] if g["mode"] == "max" else g["mean"] for g in scored], method="average")
+        for g, r in zip(scored, order):
+            g["rank"] = float(r)
+        ranks[f"{space}/{dataset}"] = {g["method"]: g["rank"] for g in scored}
+        for ga, gb in itertools.combinations(col, 2):
+            tests.append({"space": space, "dataset": dataset, "a": ga["method"], "b": gb["method"],
+                          **paired_test(ga["_seed_values"], gb["_seed_values"])})
+    methods = sorted({g["method"] for g in groups})
+    mean_rank = {m: float(np.mean(r)) if (r := [c[m] for c in ranks.values() if m in c]) else None
+                 for m in methods}
+    for g in groups:
+        g["seed_values"] = {str(s): v for s, v in sorted(g.pop("_seed_values").items())}
+    return {"groups": groups, "ranks": ranks, "mean_rank": mean_rank, "tests": tests}
