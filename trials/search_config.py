@@ -91,16 +91,20 @@ class CoreSearchConfig:
         return {name: getattr(self, name) for name in SECTIONS}
 
 
-@functools.cache
 def search_config_class() -> type:
-    """``SearchConfig``: the core fields plus one field per registered method block. First called at the
-    end of ``trials/__init__``, once every method module has registered its block."""
+    """``SearchConfig``: the core fields plus one field per registered method block (recomposed only
+    when a block is registered later, e.g. by a method module of the user's own)."""
     from trials.registry import SECTIONS
 
-    cls = dataclasses.make_dataclass(
-        "SearchConfig", [(name, sec, field(default_factory=sec)) for name, sec in SECTIONS.items()],
-        bases=(CoreSearchConfig,))
-    cls.__module__, cls.__doc__ = "trials", "Core search fields plus the method blocks: " + ", ".join(SECTIONS)
+    return _compose(tuple(SECTIONS.items()))
+
+
+@functools.cache
+def _compose(sections: tuple[tuple[str, type], ...]) -> type:
+    cls = dataclasses.make_dataclass("SearchConfig", [(name, sec, field(default_factory=sec)) for name, sec in sections],
+                                     bases=(CoreSearchConfig,))
+    cls.__module__ = "trials"
+    cls.__doc__ = "Core search fields plus the method blocks: " + ", ".join(name for name, _ in sections)
     return cls
 
 
