@@ -101,8 +101,8 @@ def search_config_class() -> type:
 
 @functools.cache
 def _compose(sections: tuple[tuple[str, type], ...]) -> type:
-    cls = dataclasses.make_dataclass("SearchConfig", [(name, sec, field(default_factory=sec)) for name, sec in sections],
-                                     bases=(CoreSearchConfig,))
+    fields = [(name, sec, field(default_factory=sec)) for name, sec in sections]
+    cls = dataclasses.make_dataclass("SearchConfig", fields, bases=(CoreSearchConfig,))
     cls.__module__ = "trials"
     cls.__doc__ = "Core search fields plus the method blocks: " + ", ".join(name for name, _ in sections)
     return cls
