@@ -28,6 +28,7 @@ class Stream(IntEnum):
     EVAL_BATCHES = 2     # order of the evaluation batches
     CUTOUT = 3           # search-time cutout squares
     HESSIAN = 4          # the batches of the Hessian probe
+    HESSIAN_FORWARD = 5  # the stochastic parts of its forwards (Dirichlet samples, drop-path)
 
 
 class RetrainStream(IntEnum):
@@ -35,6 +36,11 @@ class RetrainStream(IntEnum):
     TRAIN_BATCHES = 0    # order, crop and flip of the training batches
     CUTOUT = 1           # cutout squares
     DROP_PATH = 3        # drop-path masks (and S4's noise op), through torch's global generator
+
+
+class NARStream(IntEnum):
+    """The random streams of a NAR training epoch."""
+    TRAIN_BATCHES = 0    # order of the training architectures
 
 
 _ORIGINAL = 4  # streams below keep the seeds of the first formula, so recorded results reproduce

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from search_spaces.mixed import recompute_off
-from trials.epochs import Stream
+from trials.epochs import Stream, stream_seed
 
 if TYPE_CHECKING:
     from trials.bilevel import Search
@@ -83,7 +83,7 @@ def dominant_eigenvalue(search: Search, batches: int = 2, iters: int = 20, tol: 
     devices = [search.device] if search.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices), recompute_off(net):
-            seed = search.cfg.seed * 1_000_003 + search.epoch
+            seed = stream_seed(search.cfg.seed, search.epoch, Stream.HESSIAN_FORWARD)
             torch.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it also seeds CUDA
             if devices:
                 with torch.cuda.device(search.device):

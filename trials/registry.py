@@ -35,22 +35,21 @@ class Piece:
 _PIECES: list[Piece] = []
 
 
-def register_method(name: str) -> Callable[[Preset], Preset]:
-    def add(preset: Preset) -> Preset:
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} is registered twice")
-        _METHODS[name] = preset
-        return preset
+def _register(table: dict[str, Any], kind: str, name: str) -> Callable[[Any], Any]:
+    def add(obj: Any) -> Any:
+        if name in table:
+            raise ValueError(f"{kind} {name!r} is registered twice")
+        table[name] = obj
+        return obj
     return add
+
+
+def register_method(name: str) -> Callable[[Preset], Preset]:
+    return _register(_METHODS, "method", name)
 
 
 def register_section(name: str) -> Callable[[type], type]:
-    def add(cls: type) -> type:
-        if name in SECTIONS:
-            raise ValueError(f"config section {name!r} is registered twice")
-        SECTIONS[name] = cls
-        return cls
-    return add
+    return _register(SECTIONS, "config section", name)
 
 
 def register_piece(order: int, when: Callable[[Any], bool] | None = None,

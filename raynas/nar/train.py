@@ -24,7 +24,7 @@ from scipy import stats
 from raynas.config import ConfigError, build
 from raynas.nar.data import BenchData, load_bench
 from trials.checkpoint import plain
-from trials.epochs import EpochRun
+from trials.epochs import EpochRun, NARStream
 from raynas.nar.tier_stats import batch_tier_stats
 from raynas.nar.model import NARanker, NoamSchedule, TierBank, pairwise_rank_loss, soft_cross_entropy
 
@@ -205,7 +205,7 @@ class NARRun(EpochRun):
     def _batches(self) -> list[np.ndarray]:
         """Shuffled full batches (drop_last), seeded by (seed, epoch) so a resumed run sees the same ones."""
         n, bs = len(self.train_idx), min(self.cfg.batch_size, len(self.train_idx))
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + self.epoch))
+        order = torch.randperm(n, generator=self.generator(NARStream.TRAIN_BATCHES))
         return [order[i:i + bs].numpy() for i in range(0, n - bs + 1, bs)]
 
     def _loss(self, logits: torch.Tensor, score: torch.Tensor, tier: torch.Tensor,
