@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from raynas.cluster import check_cluster
 from raynas.config import ConfigError, resolve
 from raynas.experiment import ExperimentConfig, _build, param_space, trial_overrides
 
@@ -146,6 +147,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
     from ray.tune.schedulers import ASHAScheduler
 
     out = Path(out).resolve()
+    check_cluster(address, exp.storage_path or str(out / "ray_results"), tracking_uri(exp))
     tracking = start_tracking(exp, out, yaml_text)
     out.mkdir(parents=True, exist_ok=True)
     (out / STATE_FILE).write_text(json.dumps({"experiment": dataclasses.asdict(exp), "yaml": yaml_text,
@@ -199,6 +201,7 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
     path = Path(exp.storage_path or out / "ray_results") / exp.name
     if not tune.Tuner.can_restore(str(path)):
         raise ConfigError(f"nothing to resume under {path} (no Tune experiment state)")
+    check_cluster(address, exp.storage_path or str(out / "ray_results"), tracking_uri(exp))
     old = state.get("tracking")
     tracking = start_tracking(exp, out, state.get("yaml"), old["parent_run_id"]) if old else None
     init_ray(address)
