@@ -83,8 +83,9 @@ def test_cluster_yaml_is_valid_and_pins_the_makefile_versions():
     setup = " ".join(config["setup_commands"])
     assert set(pin.findall(install)) == set(pin.findall(setup)) != set()
     assert "RAY_enable_autoscaler_v2=0" in " ".join(config["head_start_ray_commands"])
-    assert all("--disable-usage-stats" in c for c in config["head_start_ray_commands"] + config[
-        "worker_start_ray_commands"] if "ray start" in c)
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+              if re.search(r"ray start --(head|address)", c)]
+    assert len(starts) == 2 and all("--disable-usage-stats" in c for c in starts)
 
 
 # ------------------------------------------------------------------------- two nodes, one with a local disk
@@ -137,6 +138,9 @@ def two_nodes(tmp_path_factory):
         for p in procs:
             os.killpg(p.pid, 9)
             p.wait(timeout=60)
+        current = Path("/tmp/ray/ray_current_cluster")  # SIGKILL leaves it; `address="auto"` would follow it
+        if current.is_file() and current.read_text().strip() == f"{HEAD}:{port}":
+            current.unlink()
 
 
 def _on_head(nodes, *cmd: str) -> subprocess.CompletedProcess:
