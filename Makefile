@@ -1,10 +1,11 @@
 # raynas: `make demo` runs the quick start, `make test` the test suite. Both create .venv if missing.
+# `make test-cluster`: `ray up` / `ray submit` / `ray down` over sshd on two loopback nodes (root; a few minutes).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo test test-slow test-cluster bench lint clean
 
 install: $(STAMP)
 
@@ -22,6 +23,9 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow tests
+
+test-cluster: install
+	VENV=$(abspath $(VENV)) timeout 1500 bash tests/cluster/e2e.sh
 
 bench: install
 	$(BIN)/pip install -q --no-deps xautodl==1.0.0

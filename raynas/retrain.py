@@ -208,7 +208,7 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
 
     from ray import tune
 
-    from raynas.runner import init_ray
+    from raynas.cluster import init_ray
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

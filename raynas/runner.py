@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from raynas.cluster import check_cluster, init_ray
 from raynas.config import ConfigError, build, resolve
 from raynas.experiment import ExperimentConfig, param_space, trial_overrides
 
@@ -18,17 +19,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 STATE_FILE = "experiment.json"
-
-
-def init_ray(address: str | None = None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(include_dashboard=False)
 
 
 def _status(result: Any) -> str:
@@ -70,7 +60,7 @@ def _objective(exp: ExperimentConfig) -> tuple[str, str]:
     return (exp.tune.metric, exp.tune.mode) if exp.tune is not None else ("valid_acc", "max")
 
 
-def _search_alg(exp: ExperimentConfig, out: Path) -> Any:
+def search_alg(exp: ExperimentConfig, out: Path) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -146,6 +136,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
     from ray.tune.schedulers import ASHAScheduler
 
     out = Path(out).resolve()
+    check_cluster(address, exp.storage_path or str(out / "ray_results"), tracking_uri(exp))
     tracking = start_tracking(exp, out, yaml_text)
     out.mkdir(parents=True, exist_ok=True)
     (out / STATE_FILE).write_text(json.dumps({"experiment": dataclasses.asdict(exp), "yaml": yaml_text,
@@ -159,7 +150,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
                                   grace_period=exp.scheduler.grace_period,
                                   reduction_factor=exp.scheduler.reduction_factor)
     tune_config = tune.TuneConfig(
-        search_alg=_search_alg(exp, out) if exp.tune is not None else None,
+        search_alg=search_alg(exp, out) if exp.tune is not None else None,
         scheduler=scheduler,
         num_samples=exp.tune.num_samples if exp.tune is not None else 1,
         max_concurrent_trials=(exp.tune.max_concurrent_trials if exp.tune is not None
@@ -199,6 +190,7 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
     path = Path(exp.storage_path or out / "ray_results") / exp.name
     if not tune.Tuner.can_restore(str(path)):
         raise ConfigError(f"nothing to resume under {path} (no Tune experiment state)")
+    check_cluster(address, exp.storage_path or str(out / "ray_results"), tracking_uri(exp))
     old = state.get("tracking")
     tracking = start_tracking(exp, out, state.get("yaml"), old["parent_run_id"]) if old else None
     init_ray(address)

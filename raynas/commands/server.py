@@ -14,6 +14,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=5000)
     sv.add_argument("--backend-store", default="mlflow.db", help="sqlite file or database URL")
     sv.add_argument("--artifacts", default="mlartifacts", help="artifact directory the server proxies")
+    sv.add_argument("--allowed-hosts", dest="allowed_hosts",
+                    help="Host headers MLflow 3 accepts besides localhost and private IPs, e.g. HEAD_IP:5000")
     sv.set_defaults(func=cmd_server)
     return sv
 
@@ -24,6 +26,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     from raynas.tracking import server_command
 
     cmd = server_command(args.host, args.port, args.backend_store, args.artifacts)
+    if args.allowed_hosts:
+        cmd += ["--allowed-hosts", args.allowed_hosts]
     print(f"MLflow server at http://{args.host}:{args.port}  (store {args.backend_store}, artifacts {args.artifacts})",
           flush=True)
     try:

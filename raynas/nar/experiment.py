@@ -1,7 +1,7 @@
 """NAR experiments: NAR training trials (``NARTrainable``) from an experiment file, Optuna-tuned and tracked.
 
 The file has the format of ``raynas.experiment`` (grid, fixed, sweep, an Optuna ``tune:`` block, resources,
-scheduler, storage, tracking) and is run by the same pieces (``param_space``, ``runner._search_alg``,
+scheduler, storage, tracking) and is run by the same pieces (``param_space``, ``runner.search_alg``,
 ``runner.start_tracking``, the MLflow parent/child runs). Only the grid means something else: ``method`` is
 ``nar``, ``space`` is the benchmark (``nb201`` | ``nb101``), ``dataset`` the NB201 dataset, and ``fixed``,
 ``sweep`` and ``tune.space`` hold ``NARConfig`` fields. Every trial config is validated before Ray starts.
@@ -86,7 +86,8 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
 
     from raynas.nar.trainable import NARTrainable
     from raynas.nar.train import resolve_nar
-    from raynas.runner import _search_alg, init_ray, start_tracking
+    from raynas.cluster import init_ray
+    from raynas.runner import search_alg, start_tracking
 
     out = Path(out).resolve()
     tracking = start_tracking(exp, out, yaml_text)
@@ -108,7 +109,7 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
     tuner = tune.Tuner(
         trainable, param_space=nar_param_space(exp),
         tune_config=tune.TuneConfig(
-            search_alg=_search_alg(exp, out) if exp.tune is not None else None, scheduler=scheduler,
+            search_alg=search_alg(exp, out) if exp.tune is not None else None, scheduler=scheduler,
             num_samples=exp.tune.num_samples if exp.tune is not None else 1,
             max_concurrent_trials=(exp.tune.max_concurrent_trials if exp.tune is not None
                                    else exp.max_concurrent_trials or None),
