@@ -93,7 +93,7 @@ def describe(space: str, text: str, dataset: str = "cifar10", layers: int | None
 
         out["plot"] = str(draw_cell(space, genotype, plot))
     if nb201_table:
-        from raynas.benchmarks.nb201 import NB201Table
+        from raynas.tables.nb201 import NB201Table
 
         out["nb201"] = NB201Table.load(nb201_table).query(genotype)
     return out

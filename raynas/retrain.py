@@ -60,7 +60,7 @@ def genotypes_from_search(search_out_dir: str | Path, top_k: int = 1, objective:
     Returns ``(space, genotype, meta)``; ``meta`` names the search trial (method, dataset, seed, value).
     """
     import search_spaces
-    from raynas.benchmarks.nb201 import ACCURACY_KEYS
+    from raynas.tables.nb201 import ACCURACY_KEYS
 
     path = Path(search_out_dir) / "summary.json"
     if not path.is_file():

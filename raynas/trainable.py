@@ -184,7 +184,7 @@ class SearchTrainable(RunTrainable):
         self.cfg = c = resolve(config)
         lookup = None
         if c.nb201_table:
-            from raynas.benchmarks.nb201 import NB201Table
+            from raynas.tables.nb201 import NB201Table
             lookup = NB201Table.load(c.nb201_table).query
         return Search(c, load_dataset(c.dataset, c.data_dir, c.download), lookup)
 

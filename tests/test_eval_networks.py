@@ -208,7 +208,7 @@ def test_genotype_command_errors():
 
 
 def test_genotype_command_nb201_table(tmp_path):
-    from raynas.benchmarks.nb201 import COLUMNS
+    from raynas.tables.nb201 import COLUMNS
 
     table = tmp_path / "nb201.csv"
     row = {c: 90.5 for c in COLUMNS} | {"arch": NB201_ARCH}

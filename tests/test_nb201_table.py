@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raynas.benchmarks.nb201 import COLUMNS, NB201Table, TableError, accuracy_keys, export
+from raynas.tables.nb201 import COLUMNS, NB201Table, TableError, accuracy_keys, export
 from raynas.cli import main
 from search_spaces.nb201 import GenotypeError, all_genotypes, format_genotype, parse_genotype
 

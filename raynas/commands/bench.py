@@ -26,7 +26,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_bench_nb201(args: argparse.Namespace) -> int:
-    from raynas.benchmarks import nb201 as bench
+    from raynas.tables import nb201 as bench
 
     if args.action == "export":
         n = bench.export(args.source, args.dest)

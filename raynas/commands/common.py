@@ -27,7 +27,7 @@ class Parser(argparse.ArgumentParser):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input (exit 2, one line), imported only when an error is raised."""
-    from raynas.benchmarks.nb201 import TableError
+    from raynas.tables.nb201 import TableError
     from raynas.config import ConfigError
     from raynas.data import DataError
     from raynas.tracking import TrackingError

@@ -76,7 +76,7 @@ def load_bench(bench: str, table: str, dataset: str = "cifar10", scale_features:
 
 
 def load_nb201(path: str, dataset: str = "cifar10", scale_features: bool = False) -> BenchData:
-    from raynas.benchmarks.nb201 import NB201Table, TableError
+    from raynas.tables.nb201 import NB201Table, TableError
 
     require_table("nb201", path)
     if dataset not in NB201_COLUMNS:
