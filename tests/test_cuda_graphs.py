@@ -52,7 +52,7 @@ def test_replayed_iterations_equal_eager_ones(method, space):
     s.load_state_dict(start)
     torch.cuda.set_rng_state(rng)
     for (x, y), (xa, ya) in batches:
-        s.method.arch_step(s, x, y, xa, ya)
+        s.method.arch_step(s.step_context(), x, y, xa, ya)
         s.weight_step(x, y)
     for k, v in s.net.state_dict().items():
         assert torch.allclose(v.float(), graphed[k].float(), rtol=1e-5, atol=1e-6), (k, (v - graphed[k]).abs().max())

@@ -52,7 +52,7 @@ def test_arch_step_moves_alpha_along_its_gradient_and_the_genotype_follows(digit
     loss = F.cross_entropy(s.net(xa, s.method.edge_weights(s.net)), ya)
     (grad,) = torch.autograd.grad(loss, [alpha])
     before = alpha.detach().clone()
-    s.method.arch_step(s, x, y, xa, ya)
+    s.method.arch_step(s.step_context(), x, y, xa, ya)
     # Adam's first step moves every coordinate by lr * sign(grad) (up to its epsilon)
     expected = before - 0.5 * torch.sign(grad)
     torch.testing.assert_close(alpha.detach(), expected, atol=1e-4, rtol=0)
@@ -86,7 +86,7 @@ def test_second_order_gradient_matches_finite_differences(digits):
         for p in ws:  # a momentum buffer, as after some SGD steps
             s.w_opt.state[p]["momentum_buffer"] = 0.01 * torch.randn_like(p)
         alpha = s.net.alphas["cell"]
-        s.method.arch_step(s, x, y, xa, ya)  # lr 0: computes alpha.grad without moving alpha
+        s.method.arch_step(s.step_context(), x, y, xa, ya)  # lr 0: computes alpha.grad without moving alpha
         analytic = alpha.grad.detach().clone()
 
         def objective() -> float:
@@ -181,7 +181,7 @@ def test_step_order_decides_which_weights_the_arch_step_sees(digits, order):
             if step == "weight":
                 s.weight_step(x, y)
             elif step == "arch":
-                s.method.arch_step(s, x, y, xa, ya)
+                s.method.arch_step(s.step_context(), x, y, xa, ya)
         return s.net.alphas["cell"].detach().clone()
 
     assert resolve({"space": "nb201"}).arch.step_order == "weight_arch"

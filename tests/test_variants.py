@@ -80,7 +80,7 @@ def test_edge_normalisation_beta_gets_gradients_and_reorders_edges(digits):
     assert isinstance(s.method, EdgeNormalisation)
     beta = s.net.alphas["beta_normal"]
     x, y, xa, ya = batches(s)
-    s.method.arch_step(s, x, y, xa, ya)
+    s.method.arch_step(s.step_context(), x, y, xa, ya)
     assert beta.grad is not None and beta.grad.abs().sum() > 0
     with torch.no_grad():  # node 3 takes rows 2 (0->3), 3 (1->3), 4 (2->3); equal alphas, beta decides
         s.net.alphas["normal"].zero_()
@@ -164,7 +164,7 @@ def test_edge_normalisation_composes_with_dirichlet_weights(digits):
     assert "cell.edge_scale" in w
     torch.testing.assert_close(w["cell"].sum(-1), w["cell.edge_scale"])  # Dirichlet rows sum to 1
     x, y, xa, ya = batches(s)
-    s.method.arch_step(s, x, y, xa, ya)
+    s.method.arch_step(s.step_context(), x, y, xa, ya)
     assert s.net.alphas["beta_cell"].grad.abs().sum() > 0
 
 
@@ -315,7 +315,7 @@ def test_mim_in_the_arch_step_only_still_trains_the_decoder(digits):
     x, y, _, _ = batches(s)
     w = {k: v.detach() for k, v in s.method.edge_weights(s.net).items()}
     stem = s.net.stem[0].weight
-    (g_weight_step,) = torch.autograd.grad(s.method.loss(s, x, y, w, "weight")[0], stem)
+    (g_weight_step,) = torch.autograd.grad(s.method.loss(s.step_context(), x, y, w, "weight")[0], stem)
     (g_ce,) = torch.autograd.grad(F.cross_entropy(s.net(x, w), y), stem)
     torch.testing.assert_close(g_weight_step, g_ce)
     s.run_epoch()

@@ -23,7 +23,7 @@ from trials.darts import Darts
 from trials.registry import register_method, register_piece, register_section
 
 if TYPE_CHECKING:
-    from trials.bilevel import Search
+    from trials.step import SearchRun, Step
 
 
 @register_section("mim")
@@ -62,7 +62,7 @@ class MaskedImageModelling(Darts):
     #: masks come from the method's own generator and the reconstruction loss is read each step: eager
     graphable = False
 
-    def prepare(self, search: Search) -> None:
+    def prepare(self, search: SearchRun) -> None:
         super().prepare(search)
         cfg, data, net = self.cfg, search.data, search.net
         p = cfg.mim.patch_size
@@ -92,34 +92,34 @@ class MaskedImageModelling(Darts):
         err = (rec - x).abs() if self.cfg.mim.loss == "l1" else (rec - x) ** 2
         return (err * mask).sum() / (mask.sum() * x.shape[1]).clamp_min(1)
 
-    def loss(self, search: Search, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
+    def loss(self, step: Step, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
              phase: str) -> tuple[torch.Tensor, torch.Tensor]:
         if phase == "weight" and not self.uses_mim("weight") and self.uses_mim("arch"):
-            return self._decoder_loss(search, x, y, weights)
+            return self._decoder_loss(step, x, y, weights)
         if not self.uses_mim(phase):
-            return super().loss(search, x, y, weights, phase)
+            return super().loss(step, x, y, weights, phase)
         mask = patch_mask(x.shape, self.cfg.mim.patch_size, self.cfg.mim.mask_ratio, self.mask_gen)
         masked = x.masked_fill(mask, 0.0)  # zero in normalised space = the dataset mean
         if self.cfg.mim.cls_on_masked:
-            loss, logits = super().loss(search, masked, y, weights, phase)
+            loss, logits = super().loss(step, masked, y, weights, phase)
         else:
-            loss, logits = super().loss(search, x, y, weights, phase)
-            search.net(masked, weights)
-        rec = self.reconstruction_loss(search.supernet, x, mask)
+            loss, logits = super().loss(step, x, y, weights, phase)
+            step.forward(masked, weights)
+        rec = self.reconstruction_loss(step.supernet, x, mask)
         self._rec[0] += float(rec.detach())
         self._rec[1] += 1
         return loss + self.cfg.mim.loss_weight * rec, logits
 
-    def _decoder_loss(self, search: Search, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor]
+    def _decoder_loss(self, step: Step, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor]
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """``mim.steps=arch``: the weight step's cross-entropy, plus the reconstruction loss on features
         computed without gradient, so it trains the decoder only (it would otherwise stay random: the
         arch step updates alpha alone) and the supernet weights never see it."""
-        loss, logits = super().loss(search, x, y, weights, "weight")
+        loss, logits = super().loss(step, x, y, weights, "weight")
         mask = patch_mask(x.shape, self.cfg.mim.patch_size, self.cfg.mim.mask_ratio, self.mask_gen)
         with torch.no_grad():
-            search.net(x.masked_fill(mask, 0.0), weights)
-        return loss + self.cfg.mim.loss_weight * self.reconstruction_loss(search.supernet, x, mask), logits
+            step.forward(x.masked_fill(mask, 0.0), weights)
+        return loss + self.cfg.mim.loss_weight * self.reconstruction_loss(step.supernet, x, mask), logits
 
     def epoch_metrics(self) -> dict[str, Any]:
         total, n = self._rec
@@ -129,7 +129,7 @@ class MaskedImageModelling(Darts):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "mask_gen": self.mask_gen.get_state()}
 
-    def load_state_dict(self, search: Search, state: dict[str, Any]) -> None:
+    def load_state_dict(self, search: SearchRun, state: dict[str, Any]) -> None:
         super().load_state_dict(search, state)
         self.mask_gen.set_state(state["mask_gen"].cpu() if torch.is_tensor(state["mask_gen"]) else state["mask_gen"])
 

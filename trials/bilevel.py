@@ -25,6 +25,7 @@ from search_spaces.mixed import set_recompute
 from trials import cuda_graph
 from trials.darts import build_method
 from trials.batches import BatchStream, Dataset, cutout, split_indices
+from trials.step import Step
 from trials.epochs import Diverged, EpochRun, Stream, resolve_device, rng_state, seed_everything, set_rng_state
 
 if TYPE_CHECKING:
@@ -96,10 +97,9 @@ class Search(EpochRun):
         self.lookup = lookup
         self.iteration: Any = None  # this epoch's step function (a cuda_graph.Graphed on GPUs)
 
-    @property
-    def supernet(self) -> nn.Module:
-        """The supernet module (``net`` may be a functional stand-in inside a second-order step)."""
-        return self.net
+    def step_context(self) -> Step:
+        """What the method's step hooks see: the supernet's forward, the module and the optimisers."""
+        return Step(self.net, self.net, self.w_opt, self.a_opt)
 
     def rebuild_weight_optimizer(self, moved: list[tuple[nn.Parameter, nn.Parameter, Any]]) -> None:
         """New SGD over the current weights after the supernet changed shape (DrNAS stages): state of
@@ -131,7 +131,7 @@ class Search(EpochRun):
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step on the weights with alpha held fixed (its weights are detached)."""
         weights = {k: v.detach() for k, v in self.method.edge_weights(self.net).items()}
-        loss, logits = self.method.loss(self, x, y, weights, "weight")
+        loss, logits = self.method.loss(self.step_context(), x, y, weights, "weight")
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.method.weight_parameters(self.net), self.cfg.optim.grad_clip)

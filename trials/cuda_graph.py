@@ -92,7 +92,10 @@ def iteration(search: Search, update_arch: bool) -> Callable[..., Tensors]:
     def step(x: torch.Tensor, y: torch.Tensor, xa: torch.Tensor, ya: torch.Tensor) -> Tensors:
         if weight_first:
             loss, logits = search.weight_step(x, y)
-        a_loss, a_logits = search.method.arch_step(search, x, y, xa, ya) if update_arch else (x.new_zeros(()),) * 2
+        if update_arch:
+            a_loss, a_logits = search.method.arch_step(search.step_context(), x, y, xa, ya)
+        else:
+            a_loss = a_logits = x.new_zeros(())
         if not weight_first:
             loss, logits = search.weight_step(x, y)
         return a_loss, a_logits, loss, logits

@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call
 
 import search_spaces
 from trials.registry import pieces, register_method, register_piece
+from trials.step import SearchRun, Step
 
 if TYPE_CHECKING:
     from trials.batches import Dataset
-    from trials.bilevel import Search
     from trials.search_config import CoreSearchConfig as SearchConfig
 
 
@@ -48,7 +47,7 @@ class Darts:
             opts.update(section.supernet_options() if hasattr(section, "supernet_options") else {})
         return opts
 
-    def prepare(self, search: Search) -> None:
+    def prepare(self, search: SearchRun) -> None:
         """Called once the supernet exists, before the optimisers are built (e.g. to freeze weights)."""
 
     # -- how alpha becomes edge weights ---------------------------------------------------------
@@ -83,23 +82,24 @@ class Darts:
         return [{"params": self.weight_parameters(net)}]
 
     # -- the loss ---------------------------------------------------------------------------------
-    def loss(self, search: Search, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
+    def loss(self, step: Step, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
              phase: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy; variants add terms here. ``phase`` is ``"weight"`` or ``"arch"``."""
-        logits = search.net(x, weights)
+        logits = step.forward(x, weights)
         return F.cross_entropy(logits, y), logits
 
     # -- the arch step ------------------------------------------------------------------------------
-    def arch_step(self, search: Search, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
+    def arch_step(self, step: Step, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
                   y_va: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """First order: grad of the validation loss w.r.t. alpha at the current weights."""
-        params = self.arch_parameters(search.net)
-        with weights_frozen(self.weight_parameters(search.net)):
+        net = step.supernet
+        params = self.arch_parameters(net)
+        with weights_frozen(self.weight_parameters(net)):
             # only alpha's gradient is needed: with the weights recorded as constants no backward
             # (the recomputed segments' and the column-blocked convs' included) computes their gradients
-            loss, logits = self.loss(search, x_va, y_va, self.edge_weights(search.net), "arch")
+            loss, logits = self.loss(step, x_va, y_va, self.edge_weights(net), "arch")
             self._set_grads(params, torch.autograd.grad(loss, params, allow_unused=True))
-        search.a_opt.step()
+        step.a_opt.step()
         return loss.detach(), logits.detach()
 
     @staticmethod
@@ -108,7 +108,7 @@ class Darts:
             p.grad = torch.zeros_like(p) if g is None else g
 
     # -- schedule and state -------------------------------------------------------------------------
-    def on_epoch_start(self, search: Search, epoch: int) -> None:
+    def on_epoch_start(self, search: SearchRun, epoch: int) -> None:
         """Per-epoch schedule (stages, ...); DARTS has none."""
 
     def arch_active(self, epoch: int) -> bool:
@@ -122,7 +122,7 @@ class Darts:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def load_state_dict(self, search: Search, state: dict[str, Any]) -> None:
+    def load_state_dict(self, search: SearchRun, state: dict[str, Any]) -> None:
         pass
 
 
@@ -135,18 +135,19 @@ class SecondOrder(Darts):
     finite differences at w +- eps * v, eps = unrolled_eps / ||v|| (DARTS ``architect.py``).
     """
 
-    def arch_step(self, search: Search, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
+    def arch_step(self, step: Step, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
                   y_va: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        net, arch = search.net, self.arch_parameters(search.net)
+        net = step.supernet
+        arch = self.arch_parameters(net)
         trainable = {id(p) for p in self.weight_parameters(net)}
         named = [(n, p) for n, p in net.named_parameters() if id(p) in trainable]
         names, ws = [n for n, _ in named], [p for _, p in named]
-        groups = search.w_opt.param_groups
+        groups = step.w_opt.param_groups
         xi, mu = groups[0]["lr"], groups[0]["momentum"]
         decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
 
         def train_loss(params: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> torch.Tensor:
-            loss, _ = self.loss(_Functional(search, params), x_tr, y_tr, weights, "weight")
+            loss, _ = self.loss(step.with_params(params), x_tr, y_tr, weights, "weight")
             return loss
 
         # 1. virtual step w' (exactly SGD-with-momentum's next iterate, as in the reference)
@@ -154,12 +155,12 @@ class SecondOrder(Darts):
         g_w = torch.autograd.grad(train_loss(dict(zip(names, ws)), fixed), ws)
         w_virtual = []
         for p, g in zip(ws, g_w):
-            buf = search.w_opt.state.get(p, {}).get("momentum_buffer")
-            step = g + decay[id(p)] * p.detach() + (mu * buf if buf is not None else 0.0)
-            w_virtual.append((p.detach() - xi * step).requires_grad_())
+            buf = step.w_opt.state.get(p, {}).get("momentum_buffer")
+            update = g + decay[id(p)] * p.detach() + (mu * buf if buf is not None else 0.0)
+            w_virtual.append((p.detach() - xi * update).requires_grad_())
         # 2. validation loss at w' (on a copy of the BN buffers, like the reference's model copy)
         buffers = {n: b.clone() for n, b in net.named_buffers()}
-        virtual = _Functional(search, {**dict(zip(names, w_virtual)), **buffers})
+        virtual = step.with_params({**dict(zip(names, w_virtual)), **buffers})
         loss, logits = self.loss(virtual, x_va, y_va, self.edge_weights(net), "arch")
         grads = torch.autograd.grad(loss, arch + w_virtual, allow_unused=True)
         d_alpha, v = grads[: len(arch)], grads[len(arch):]
@@ -176,7 +177,7 @@ class SecondOrder(Darts):
             h = (0 if gp is None else gp) - (0 if gm is None else gm)
             grads_alpha.append(da - xi * h / (2 * eps))
         self._set_grads(arch, tuple(grads_alpha))
-        search.a_opt.step()
+        step.a_opt.step()
         return loss.detach(), logits.detach()
 
 
@@ -190,21 +191,6 @@ def weights_frozen(params: list[nn.Parameter]) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-class _Functional:
-    """A stand-in for ``Search`` whose ``net`` runs with substituted parameters (torch.func)."""
-
-    def __init__(self, search: Search, params: dict[str, torch.Tensor]):
-        self._search, self._params = search, params
-        self.cfg = search.cfg
-        self.supernet = search.net  # module attributes (features, decoder) live on the real module
-
-    def net(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        return functional_call(self._search.net, self._params, (x, weights))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._search, name)
 
 
 @register_method("darts")

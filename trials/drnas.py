@@ -27,7 +27,7 @@ from trials.darts import Darts
 from trials.registry import register_method, register_piece, register_section
 
 if TYPE_CHECKING:
-    from trials.bilevel import Search
+    from trials.step import SearchRun, Step
 
 
 @register_section("drnas")
@@ -97,11 +97,11 @@ class Dirichlet(Darts):
                                      for a in alphas)
         return alphas[0].new_zeros(())
 
-    def loss(self, search: Search, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
+    def loss(self, step: Step, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
              phase: str) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, logits = super().loss(search, x, y, weights, phase)
+        loss, logits = super().loss(step, x, y, weights, phase)
         if phase == "arch":
-            loss = loss + self.regulariser(search.net)
+            loss = loss + self.regulariser(step.supernet)
         return loss, logits
 
 
@@ -131,20 +131,20 @@ class Progressive(Darts):
         s = self.stage_of(epoch)
         return epoch - self.starts[s] >= self.warmups[s]
 
-    def prepare(self, search: Search) -> None:
+    def prepare(self, search: SearchRun) -> None:
         super().prepare(search)
         keep0 = self.cfg.drnas.keep_ops[0]
         if any(keep0 < len(ops) for ops in search.net.edge_ops().values() for ops in ops):
             self._prune(search, self._strongest(search, keep0), widen_to=None)
 
-    def on_epoch_start(self, search: Search, epoch: int) -> None:
+    def on_epoch_start(self, search: SearchRun, epoch: int) -> None:
         super().on_epoch_start(search, epoch)
         while self.stage < self.stage_of(epoch):
             self.stage += 1
             keep = self._strongest(search, self.cfg.drnas.keep_ops[self.stage])
             self._prune(search, keep, widen_to=self.cfg.drnas.ks[self.stage])
 
-    def _strongest(self, search: Search, keep: int) -> dict[str, list[list[int]]]:
+    def _strongest(self, search: SearchRun, keep: int) -> dict[str, list[list[int]]]:
         """Top-``keep`` alive ops per edge by raw alpha (DrNAS ``utils.prune``)."""
         out = {}
         for cell, alpha in self.alphas(search.net).items():
@@ -154,7 +154,7 @@ class Progressive(Darts):
             out[cell] = [sorted(row.topk(min(keep, row.numel())).indices.tolist()) for row in a]
         return out
 
-    def _prune(self, search: Search, kept: dict[str, list[list[int]]], widen_to: int | None) -> None:
+    def _prune(self, search: SearchRun, kept: dict[str, list[list[int]]], widen_to: int | None) -> None:
         net = search.net
         self.changes.append((kept, widen_to))
         moved = []
@@ -176,7 +176,7 @@ class Progressive(Darts):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "stage": self.stage, "changes": self.changes}
 
-    def load_state_dict(self, search: Search, state: dict[str, Any]) -> None:
+    def load_state_dict(self, search: SearchRun, state: dict[str, Any]) -> None:
         """Replay the checkpoint's stage changes so the supernet has its shapes, then let it load."""
         super().load_state_dict(search, state)
         for kept, widen_to in state["changes"][len(self.changes):]:

@@ -89,7 +89,8 @@ def dominant_eigenvalue(search: Search, batches: int = 2, iters: int = 20, tol: 
                 with torch.cuda.device(search.device):
                     torch.cuda.manual_seed(seed)
             net.train()
-            loss = sum(method.loss(search, x, y, method.edge_weights(net), "arch")[0] for x, y in data) / len(data)
+            step = search.step_context()
+            loss = sum(method.loss(step, x, y, method.edge_weights(net), "arch")[0] for x, y in data) / len(data)
             grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
             used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]  # others: zero rows
             if not used:

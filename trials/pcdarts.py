@@ -25,7 +25,7 @@ from trials.darts import Darts
 from trials.registry import register_method, register_piece, register_section
 
 if TYPE_CHECKING:
-    from trials.bilevel import Search
+    from trials.step import SearchRun
 
 
 @register_section("pc")
@@ -60,7 +60,7 @@ def edge_normalisation(beta: torch.Tensor, targets: list[int]) -> torch.Tensor:
 
 @register_piece(40, when=lambda cfg: cfg.pc.edge_norm)  # outside the relaxation: it scales whatever weights it gives
 class EdgeNormalisation(Darts):
-    def prepare(self, search: Search) -> None:
+    def prepare(self, search: SearchRun) -> None:
         super().prepare(search)
         net = search.net
         for cell in net.edge_ops():  # beta ~ 1e-3 * randn, one per edge, like the reference

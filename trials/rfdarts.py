@@ -20,7 +20,7 @@ from trials.pcdarts import defaults as pcdarts_defaults
 from trials.registry import register_method, register_piece, register_section
 
 if TYPE_CHECKING:
-    from trials.bilevel import Search
+    from trials.step import SearchRun
 
 
 def _searched(net: nn.Module):
@@ -47,7 +47,7 @@ class RandomFeatures(Darts):
     def supernet_options(self) -> dict[str, Any]:
         return {**super().supernet_options(), "affine": True}
 
-    def prepare(self, search: Search) -> None:
+    def prepare(self, search: SearchRun) -> None:
         super().prepare(search)
         for m in _searched(search.net):
             if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and not self.cfg.rf.train_classifier):
