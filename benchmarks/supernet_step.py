@@ -60,7 +60,7 @@ def ours(space: str, method: str, device: str, overrides: dict[str, Any], layers
     s.method.on_epoch_start(s, 0)
     x, y = next(iter(s.w_stream.epoch(s.generator(0))))
     xa, ya = next(iter(s.a_stream.epoch(s.generator(1))))
-    x, xa = s._input(x), s._input(xa)
+    x, xa = s.to_input(x), s.to_input(xa)
 
     step = cuda_graph.iteration(s, update_arch=True)  # what a search epoch runs (a CUDA graph on GPUs)
 

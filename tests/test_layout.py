@@ -123,7 +123,7 @@ def test_partial_channel_outputs_stay_channels_last(digits):
         module.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))
     x, _ = next(iter(s.w_stream.epoch(s.generator(0))))
     weights = {k: v.detach() for k, v in s.method.edge_weights(s.net).items()}
-    s.net(s._input(x), weights)
+    s.net(s.to_input(x), weights)
     assert len(seen) == len(s.net.cells) and all(seen)
     _, e, op = next(iter(s.net.mixed_ops()))
     op(torch.randn(2, op.C, 8, 8).contiguous(memory_format=torch.channels_last), weights["normal"][e])

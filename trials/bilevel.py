@@ -125,7 +125,7 @@ class Search(EpochRun):
             group["lr"] = old_group["lr"]
 
     # ----------------------------------------------------------------------------------- steps
-    def _input(self, x: torch.Tensor) -> torch.Tensor:
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +162,7 @@ class Search(EpochRun):
                 break
             if cut_gen is not None:
                 x = cutout(x, cfg.cutout, cut_gen, cut_prob)
-            x = self._input(x)
+            x = self.to_input(x)
             if update_arch:
                 try:
                     xa, ya = next(a_iter)
@@ -171,7 +171,7 @@ class Search(EpochRun):
                     xa, ya = next(a_iter)
                 if cut_gen is not None:
                     xa = cutout(xa, cfg.cutout, cut_gen, cut_prob)
-                xa = self._input(xa)
+                xa = self.to_input(xa)
             else:
                 xa, ya = x, y
             a_loss, a_logits, loss, logits = iteration(x, y, xa, ya)
@@ -225,7 +225,7 @@ class Search(EpochRun):
         weights = self.method.eval_weights(self.net)
 
         def forward(x: torch.Tensor) -> tuple[torch.Tensor]:
-            return (self.net(self._input(x), weights),)
+            return (self.net(self.to_input(x), weights),)
 
         forward = cuda_graph.Graphed(forward, "evaluation forward") if cuda_graph.use_graphs(self) else forward
         sums, n = torch.zeros(2, dtype=torch.float64, device=self.device), 0  # loss, correct (no per-batch sync)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 if TYPE_CHECKING:
-    from trials.bilevel import Search
+    from trials.step import SearchRun
 
 Tensors = tuple[torch.Tensor, ...]
 
@@ -79,12 +79,12 @@ class Graphed:
         self.graph = graph
 
 
-def use_graphs(search: Search) -> bool:
+def use_graphs(search: SearchRun) -> bool:
     """Graphs on CUDA when the config allows them and the method's steps never sync with the host."""
     return bool(search.cfg.cuda_graphs and search.device.type == "cuda" and search.method.graphable)
 
 
-def iteration(search: Search, update_arch: bool) -> Callable[..., Tensors]:
+def iteration(search: SearchRun, update_arch: bool) -> Callable[..., Tensors]:
     """The search iteration of one epoch: arch step (when ``update_arch``) and weight step, in the
     configured order (``arch.step_order``) -> their losses and logits."""
     weight_first = search.cfg.arch.step_order == "weight_arch"

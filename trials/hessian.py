@@ -33,7 +33,7 @@ from search_spaces.mixed import recompute_off
 from trials.epochs import Stream, stream_seed
 
 if TYPE_CHECKING:
-    from trials.bilevel import Search
+    from trials.step import SearchRun
 
 
 
@@ -70,13 +70,13 @@ def power_iteration(hvp: Callable[[torch.Tensor], torch.Tensor], shape: int | tu
     return 0.0 if lam is None else lam
 
 
-def dominant_eigenvalue(search: Search, batches: int = 2, iters: int = 20, tol: float = 1e-4) -> float:
+def dominant_eigenvalue(search: SearchRun, batches: int = 2, iters: int = 20, tol: float = 1e-4) -> float:
     """Dominant eigenvalue of the Hessian of the mean validation (alpha-split) loss w.r.t. all of
     ``search.method.arch_parameters(search.net)``, at the current weights (see the module docstring)."""
     net, method = search.net, search.method
     params = method.arch_parameters(net)
     gen = search.generator(Stream.HESSIAN)
-    data = [(search._input(x), y) for x, y in islice(search.a_stream.epoch(gen), batches)]
+    data = [(search.to_input(x), y) for x, y in islice(search.a_stream.epoch(gen), batches)]
     buffers = {name: b.clone() for name, b in net.named_buffers()}
     was_training = net.training
     np_state, py_state = np.random.get_state(), random.getstate()

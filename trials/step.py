@@ -33,14 +33,24 @@ class Step:
 
 
 class SearchRun(Protocol):
-    """The parts of a search (``trials.bilevel.Search``) its lifecycle hooks use."""
+    """The parts of a search (``trials.bilevel.Search``) that its lifecycle hooks, the Hessian probe and
+    the CUDA-graph step use (typed here so that none of them imports the loop)."""
     cfg: Any
+    method: Any
     net: nn.Module
     data: Any
     device: torch.device
+    epoch: int
     w_opt: torch.optim.Optimizer
     a_opt: torch.optim.Optimizer
+    a_stream: Any
 
     def rebuild_weight_optimizer(self, moved: list[tuple[nn.Parameter, nn.Parameter, Any]]) -> None: ...
 
     def step_context(self) -> Step: ...
+
+    def generator(self, stream: int) -> torch.Generator: ...
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
