@@ -86,14 +86,22 @@ class RandomFeaturesConfig:
 
 @dataclass
 class MIMConfig:
-    """alphaDARTS masked image modelling (paper text unavailable: every choice is a field)."""
+    """alphaDARTS masked image modelling. The defaults are the authors' search code (GitHub
+    AlbertiPot/Semantic-DARTS at d525eed, ``--task cls_mask``); every choice stays a field for
+    ablations and the Optuna study. The README's "choices and their source" table cites each one."""
     enabled: bool = False
-    mask_ratio: float = 0.5
+    mask_ratio: float = 0.8        # per image int(L * (1 - ratio)) of the L patches are kept, the rest masked
     patch_size: int = 4
-    loss_weight: float = 1.0
-    steps: str = "weight"          # weight | arch | both: which steps add the reconstruction loss
-    loss: str = "l1"               # l1 | l2, on masked pixels of the normalised input
-    cls_on_masked: bool = False    # classify the masked image (one forward) instead of the clean one
+    loss_weight: float | str = "auto"  # auto: + l_rec / (l_rec / l_cls).detach(), i.e. rescaled to the
+                                       # cross-entropy's value each step; a number: fixed weight; 0: off (DARTS)
+    steps: str = "both"            # weight | arch | both: which steps add the reconstruction loss
+    loss: str = "mse"              # mse | l1 | l2: per patch mean squared error, mean absolute error or the
+                                   # Euclidean norm, then the mean over the masked patches only
+    mask_value: float = 1.0        # masked pixels, in normalised units (the authors' mask token of ones)
+    decoder: str = "authors"       # authors (convs, 2 transposed convs, Hardtanh) | light (1x1 conv + PixelShuffle)
+    cls_on_masked: bool = True     # the classifier sees the masked image: one forward feeds both heads
+    reconstruct: bool = True       # false: cross-entropy only (the "corrupted input, only cls loss" ablation)
+    masked_eval: bool = True       # the epoch's validation masks its images too, with the steps' loss
 
 
 @dataclass
@@ -323,9 +331,11 @@ def _check_range(cfg: SearchConfig) -> None:
     mim = cfg.mim
     need(0.0 < mim.mask_ratio < 1.0, f"mim.mask_ratio must be in (0, 1), got {mim.mask_ratio}")
     need(mim.patch_size >= 1, f"mim.patch_size must be >= 1, got {mim.patch_size}")
-    need(mim.loss_weight >= 0, f"mim.loss_weight must be >= 0, got {mim.loss_weight}")
+    need(mim.loss_weight == "auto" or (isinstance(mim.loss_weight, float) and mim.loss_weight >= 0),
+         f"mim.loss_weight must be auto or a number >= 0, got {mim.loss_weight!r}")
     need(mim.steps in ("weight", "arch", "both"), f"mim.steps must be weight, arch or both, got {mim.steps!r}")
-    need(mim.loss in ("l1", "l2"), f"mim.loss must be l1 or l2, got {mim.loss!r}")
+    need(mim.loss in ("mse", "l1", "l2"), f"mim.loss must be mse, l1 or l2, got {mim.loss!r}")
+    need(mim.decoder in ("authors", "light"), f"mim.decoder must be authors or light, got {mim.decoder!r}")
     from search_spaces.ops import OPS
     bad = [o for o in cfg.model.exclude_ops if o not in OPS]
     need(not bad, f"model.exclude_ops: unknown ops {bad}; valid: {', '.join(sorted(OPS))}")

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import search_spaces
 from raynas.config import SearchConfig
@@ -241,22 +240,23 @@ class Search:
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float | None, float | None]:
-        """Supernet loss/accuracy on the alpha split in eval mode (DARTS ``infer``)."""
+        """Supernet loss/accuracy on the alpha split in eval mode (DARTS ``infer``; the method's
+        ``eval_loss`` may transform the batch, as alphaDARTS masks it)."""
         if self.cfg.eval_batches == 0:
             return None, None
         self.net.eval()
         weights = self.method.eval_weights(self.net)
 
-        def forward(x: torch.Tensor) -> tuple[torch.Tensor]:
-            return (self.net(self._input(x), weights),)
+        def forward(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.method.eval_loss(self, self._input(x), y, weights)
 
         forward = cuda_graph.Graphed(forward, "evaluation forward") if cuda_graph.use_graphs(self) else forward
         sums, n = torch.zeros(2, dtype=torch.float64, device=self.device), 0  # loss, correct (no per-batch sync)
         for i, (x, y) in enumerate(self.eval_stream.epoch(self._generator(2))):
             if self.cfg.eval_batches is not None and i >= self.cfg.eval_batches:
                 break
-            (logits,) = forward(x)
-            sums[0] += F.cross_entropy(logits, y, reduction="sum")
+            loss_sum, logits = forward(x, y)
+            sums[0] += loss_sum
             sums[1] += (logits.argmax(1) == y).sum()
             n += len(y)
         self.net.train()

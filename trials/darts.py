@@ -84,6 +84,13 @@ class Darts:
         logits = search.net(x, weights)
         return F.cross_entropy(logits, y), logits
 
+    def eval_loss(self, search: Search, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss and logits of one evaluation batch (DARTS ``infer``: cross-entropy of the clean
+        batch); alphaDARTS masks it as its authors do."""
+        logits = search.net(x, weights)
+        return F.cross_entropy(logits, y, reduction="sum"), logits
+
     # -- the arch step ------------------------------------------------------------------------------
     def arch_step(self, search: Search, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
                   y_va: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
