@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import search_spaces
 from search_spaces.mixed import set_recompute
@@ -218,22 +217,25 @@ class Search(EpochRun):
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float | None, float | None]:
-        """Supernet loss/accuracy on the alpha split in eval mode (DARTS ``infer``)."""
+        """Supernet loss/accuracy on the alpha split in eval mode (DARTS ``infer``; the method's
+        ``eval_loss`` may transform the batch, as alphaDARTS masks it)."""
         if self.cfg.eval_batches == 0:
             return None, None
         self.net.eval()
         weights = self.method.eval_weights(self.net)
 
-        def forward(x: torch.Tensor) -> tuple[torch.Tensor]:
-            return (self.net(self.to_input(x), weights),)
+        step = self.step_context()
+
+        def forward(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.method.eval_loss(step, self.to_input(x), y, weights)
 
         forward = cuda_graph.Graphed(forward, "evaluation forward") if cuda_graph.use_graphs(self) else forward
         sums, n = torch.zeros(2, dtype=torch.float64, device=self.device), 0  # loss, correct (no per-batch sync)
         for i, (x, y) in enumerate(self.eval_stream.epoch(self.generator(Stream.EVAL_BATCHES))):
             if self.cfg.eval_batches is not None and i >= self.cfg.eval_batches:
                 break
-            (logits,) = forward(x)
-            sums[0] += F.cross_entropy(logits, y, reduction="sum")
+            loss_sum, logits = forward(x, y)
+            sums[0] += loss_sum
             sums[1] += (logits.argmax(1) == y).sum()
             n += len(y)
         self.net.train()

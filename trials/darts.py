@@ -88,6 +88,13 @@ class Darts:
         logits = step.forward(x, weights)
         return F.cross_entropy(logits, y), logits
 
+    def eval_loss(self, step: Step, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss and logits of one evaluation batch (DARTS ``infer``: cross-entropy of the clean
+        batch); alphaDARTS masks it as its authors do."""
+        logits = step.forward(x, weights)
+        return F.cross_entropy(logits, y, reduction="sum"), logits
+
     # -- the arch step ------------------------------------------------------------------------------
     def arch_step(self, step: Step, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
                   y_va: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
