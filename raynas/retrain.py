@@ -152,6 +152,7 @@ class Retrain:
         import search_spaces
         from raynas.data import BatchStream, load_dataset
         from search_spaces.darts_eval import DartsNetwork, count_params
+        from search_spaces.fast import accelerate
         from search_spaces.nb201 import NB201Network
 
         self.cfg = cfg
@@ -167,7 +168,7 @@ class Retrain:
         else:
             net = DartsNetwork(self.genotype, C=cfg.channels, layers=cfg.layers, num_classes=d.num_classes,
                                auxiliary=cfg.auxiliary, in_channels=d.in_channels)
-        self.net = net.to(self.device)
+        self.net = accelerate(net.to(self.device))  # the CPU-fast forms of the same layers
         self.params_m = count_params(self.net) / 1e6
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)

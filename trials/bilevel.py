@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import search_spaces
 from raynas.config import SearchConfig
 from raynas.data import BatchStream, Dataset, cutout, load_dataset, split_indices
-from search_spaces.mixed import set_recompute
+from search_spaces.fast import accelerate
 from trials import cuda_graph
 
 if TYPE_CHECKING:
@@ -89,7 +89,8 @@ class Search:
         self.net = self.method.build_supernet(self.data).to(self.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        set_recompute(self.net, cfg.recompute == "always" or (cfg.recompute == "auto" and self.device.type == "cpu"))
+        self.net = accelerate(self.net, recompute=cfg.recompute == "always"
+                              or (cfg.recompute == "auto" and self.device.type == "cpu"))
         self.method.prepare(self)
         o, a = cfg.optim, cfg.arch
         self.w_opt = torch.optim.SGD(self.method.weight_param_groups(self.net), lr=o.lr, momentum=o.momentum,
