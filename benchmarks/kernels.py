@@ -1,11 +1,11 @@
 """The CPU kernel costs behind three supernet choices, each against the form it replaced.
 
-1. Depthwise 5x5 weight gradient: oneDNN's kernel vs two 3-wide column blocks (``ops._ColumnBlocked``).
+1. Depthwise 5x5 weight gradient: oneDNN's kernel vs two 3-wide column blocks (``fast.depthwise._ColumnBlocked``).
 2. BatchNorm backward with a dense channels-last gradient vs the strided channel slice a ``cat`` hands
-   back (what ``ops.grad_in_layout`` avoids).
+   back (what ``fast.grad_in_layout`` avoids).
 3. A separable conv's forward + backward in a mixed op with and without recomputation (``Recomputed``).
 4. PC-DARTS' narrow ops (C/K = 4 channels, batch 256): batch norm forward + backward on a channels-last
-   tensor directly vs through NCHW (``ops.batch_norm``), and the channel shuffle as a view-and-copy vs
+   tensor directly vs through NCHW (``fast.batch_norm``), and the channel shuffle as a view-and-copy vs
    PyTorch's native kernel (``mixed.channel_shuffle``).
 
     python benchmarks/kernels.py [--reps 20]
@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
+from search_spaces.fast import accelerate, batch_norm  # noqa: E402
+from search_spaces.fast.depthwise import _ColumnBlocked  # noqa: E402
 from search_spaces.mixed import MixedOp  # noqa: E402
-from search_spaces.ops import _ColumnBlocked, batch_norm  # noqa: E402
 
 CL = torch.channels_last
 
@@ -105,7 +106,7 @@ def main() -> None:
         print(f"{'batch-norm backward, ' + name:58s} {ms:8.2f}")
 
     for op in ("sep_conv_5x5", "dil_conv_5x5"):
-        mixed = MixedOp(C, 1, [op], affine=False, track=True, pool_bn=True).to(memory_format=CL)
+        mixed = accelerate(MixedOp(C, 1, [op], affine=False, track=True, pool_bn=True)).to(memory_format=CL)
         weight = torch.ones(1, requires_grad=True)
         for on in (False, True):
             mixed.recompute = on
@@ -115,7 +116,7 @@ def main() -> None:
     xs = cycled(lambda: torch.randn(256, C // 4, H, H).contiguous(memory_format=CL).requires_grad_())
     gs = cycled(lambda: torch.randn(256, C // 4, H, H).contiguous(memory_format=CL))
     gamma, beta = torch.ones(C // 4, requires_grad=True), torch.zeros(C // 4, requires_grad=True)
-    for name, norm in (("channels-last kernel", F.batch_norm), ("via NCHW (ops.batch_norm)", batch_norm)):
+    for name, norm in (("channels-last kernel", F.batch_norm), ("via NCHW (fast.batch_norm)", batch_norm)):
         ms = median_ms(lambda f=norm: f(xs(), None, None, gamma, beta, True, 0.1, 1e-5).backward(gs()), args.reps)
         print(f"{'PC-DARTS BN 256x4x32x32 f+b, ' + name:58s} {ms:8.2f}")
     wide = cycled(lambda: torch.randn(256, C, H, H).contiguous(memory_format=CL))

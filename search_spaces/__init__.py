@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from search_spaces import darts, nb201, robust_darts
+from search_spaces.fast import accelerate, recompute_off, set_recompute  # noqa: F401 (the speed layer)
 
 
 def _without(ops: tuple[str, ...], exclude: tuple[str, ...]) -> tuple[str, ...]:

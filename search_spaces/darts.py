@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from search_spaces.nb201 import GenotypeError
-from search_spaces.mixed import MixedOp, edge_scale_key, node_sum
-from search_spaces.ops import OPS, PARAMETER_FREE, FactorizedReduce, ReLUConvBN, grad_in_layout
+from search_spaces.mixed import MixedOp, edge_scale_key
+from search_spaces.ops import OPS, PARAMETER_FREE, FactorizedReduce, ReLUConvBN
 
 PRIMITIVES: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                                "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -218,14 +218,12 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                 scale: torch.Tensor | None = None) -> torch.Tensor:
-        states, offset = [grad_in_layout(self.preprocess0(s0)), grad_in_layout(self.preprocess1(s1))], 0
-        shared: list[dict] = [{}, {}]  # per state: work the edges leaving it share (see MixedOp.forward)
+        states, offset = [self.preprocess0(s0), self.preprocess1(s1)], 0
         for _ in range(self.steps):
-            rows = slice(offset, offset + len(states))
-            s = node_sum(self.edges[rows], states, weights[rows], shared, None if scale is None else scale[rows])
+            s = sum(self.edges[offset + j](h, weights[offset + j], None if scale is None else scale[offset + j])
+                    for j, h in enumerate(states))
             offset += len(states)
-            states.append(grad_in_layout(s))
-            shared.append({})
+            states.append(s)
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
@@ -283,7 +281,7 @@ class DartsSupernet(nn.Module):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, grad_in_layout(cell(s0, s1, weights[kind], weights.get(edge_scale_key(kind))))
+            s0, s1 = s1, cell(s0, s1, weights[kind], weights.get(edge_scale_key(kind)))
         self.features = s1
         return self.classifier(s1.mean(dim=(2, 3)))
 

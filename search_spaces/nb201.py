@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from search_spaces.mixed import MixedOp, edge_scale_key, node_sum
-from search_spaces.ops import OPS, PARAMETER_FREE, ReLUConvBN, grad_in_layout
+from search_spaces.mixed import MixedOp, edge_scale_key
+from search_spaces.ops import OPS, PARAMETER_FREE, ReLUConvBN
 
 OPS_NB201: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4
@@ -95,18 +95,17 @@ def genotype_stats(g: NB201Genotype) -> dict[str, int]:
 
 
 class SearchCell(nn.Module):
+    """Node i = sum over earlier nodes j of ``MixedOp_ij(node j)`` (xautodl ``SearchCell``)."""
+
     def __init__(self, C: int, ops: tuple[str, ...], affine: bool, track: bool, partial_k: int = 1):
         super().__init__()
         self.edges = nn.ModuleList(MixedOp(C, 1, ops, affine, track, partial_k=partial_k) for _ in EDGES)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        nodes, k = [grad_in_layout(x)], 0
-        shared: list[dict] = [{}]  # per node: work the edges leaving it share (see MixedOp.forward)
+        nodes, k = [x], 0
         for i in range(1, NODES):
-            rows = slice(k, k + i)
-            s = node_sum(self.edges[rows], nodes, weights[rows], shared, None if scale is None else scale[rows])
-            nodes.append(grad_in_layout(s))
-            shared.append({})
+            nodes.append(sum(self.edges[k + j](nodes[j], weights[k + j], None if scale is None else scale[k + j])
+                             for j in range(i)))
             k += i
         return nodes[-1]
 
@@ -196,7 +195,7 @@ class InferCell(nn.Module):
         self.edges = nn.ModuleList(OPS[op](C, C, 1, True, True) for op in genotype.ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes, k = [grad_in_layout(x)], 0
+        nodes, k = [x], 0
         for i in range(1, NODES):
             terms = [self.edges[k + j](nodes[j]) for j in range(i) if self.genotype.ops[k + j] != "none"]
             nodes.append(sum(terms) if terms else torch.zeros_like(x))

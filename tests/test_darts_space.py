@@ -23,6 +23,7 @@ from search_spaces.darts import (
     parse_genotype,
     validate_genotype,
 )
+from search_spaces.fast import accelerate
 from search_spaces.nb201 import GenotypeError as NB201GenotypeError
 from search_spaces.ops import OPS
 from search_spaces.robust_darts import SPACES, make_supernet
@@ -73,10 +74,11 @@ def test_mixed_op_equals_the_reference_sum(stride: int, affine: bool) -> None:
     torch.manual_seed(0)
     op = MixedOp(4, stride, PRIMITIVES, affine=affine, track=True, pool_bn=True).double()
     ref = copy.deepcopy(op)
+    accelerate(op)
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64, requires_grad=True)
     w = torch.softmax(torch.randn(8, dtype=torch.float64), 0).requires_grad_()
     shared: dict = {}
-    ours = op(x, w, shared) + op(x, w.flip(0), shared)  # a second edge leaving the same node
+    ours = op(x, w, shared=shared) + op(x, w.flip(0), shared=shared)  # a second edge leaving the same node
     full = sum(w[k] * m(x) for k, m in enumerate(ref.ops)) + sum(w.flip(0)[k] * m(x) for k, m in enumerate(ref.ops))
     torch.testing.assert_close(ours, full)
     g = torch.randn_like(ours)
@@ -247,7 +249,7 @@ def test_darts_supernet_parameter_count() -> None:
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_polyphase_dilated_conv_equals_the_dilated_conv(k, stride, size, channels_last):
     """DepthwiseConv2d (dil_conv's depthwise conv) = conv2d with dilation 2, values and gradients."""
-    from search_spaces.ops import DepthwiseConv2d
+    from search_spaces.fast import DepthwiseConv2d
 
     torch.manual_seed(0)
     conv = DepthwiseConv2d(6, 6, k, stride, k - 1, dilation=2, groups=6, bias=False).double()
@@ -270,7 +272,7 @@ def test_polyphase_dilated_conv_equals_the_dilated_conv(k, stride, size, channel
 def test_depthwise_conv_column_blocked_weight_gradient(k, stride, dtype):
     """Wide depthwise kernels get their weight gradient from 3-wide column blocks: equal to conv2d's,
     input gradient too, and twice differentiable (the Hessian probe needs it)."""
-    from search_spaces.ops import DepthwiseConv2d
+    from search_spaces.fast import DepthwiseConv2d
 
     tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-4}  # float32: summation order
     torch.manual_seed(0)

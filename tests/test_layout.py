@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from raynas.config import resolve
 from raynas.data import load_dataset
 from search_spaces.mixed import channel_shuffle
-from search_spaces.ops import NARROW_CHANNELS, BatchNorm2d, FactorizedReduce
+from search_spaces.fast import NARROW_CHANNELS, FastBatchNorm2d, accelerate
+from search_spaces.ops import FactorizedReduce
 from trials.bilevel import Search
 
 
@@ -30,7 +31,7 @@ def cfg(**over):
 def test_factorized_reduce_equals_the_strided_conv_formulation(size, bias):
     """Our subsample-then-1x1 form = DARTS' ``conv_1(x), conv_2(pad(x)[:, :, 1:, 1:])`` at stride 2."""
     torch.manual_seed(0)
-    fr = FactorizedReduce(6, 10, affine=True, bias=bias).double()
+    fr = accelerate(FactorizedReduce(6, 10, affine=True, bias=bias)).double()
     x = torch.randn(3, 6, size, size, dtype=torch.float64, requires_grad=True)
     y = fr(x)
     r = F.relu(x)
@@ -56,10 +57,10 @@ def test_channel_shuffle_keeps_values_and_layout():
 @pytest.mark.parametrize("C", [4, NARROW_CHANNELS])  # the NCHW detour below NARROW_CHANNELS, the plain call at it
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_of_narrow_channels_last_tensors(C, training):
-    """ops.BatchNorm2d = nn.BatchNorm2d (values, input and affine gradients, running statistics),
+    """fast.FastBatchNorm2d = nn.BatchNorm2d (values, input and affine gradients, running statistics),
     and the result and the input's gradient stay channels-last."""
     torch.manual_seed(0)
-    ref, ours = torch.nn.BatchNorm2d(C).double(), BatchNorm2d(C).double()
+    ref, ours = torch.nn.BatchNorm2d(C).double(), FastBatchNorm2d(C).double()
     with torch.no_grad():
         ref.weight.uniform_(0.5, 1.5), ref.bias.normal_(), ref.running_mean.normal_(), ref.running_var.uniform_(1, 2)
     ours.load_state_dict(ref.state_dict())

@@ -11,14 +11,15 @@ from torch.func import functional_call
 from raynas.config import resolve
 from raynas.data import load_dataset
 from search_spaces.darts import PRIMITIVES, DartsSupernet
-from search_spaces.mixed import MixedOp, recompute_off, set_recompute
-from search_spaces.ops import grad_in_layout, polyphase_merge, polyphase_split
+from search_spaces.fast import (accelerate, grad_in_layout, polyphase_merge, polyphase_split, recompute_off,
+                                set_recompute)
+from search_spaces.mixed import MixedOp
 from trials.bilevel import Search
 
 
 def _pair(names, affine: bool, stride: int = 1, C: int = 4) -> tuple[MixedOp, MixedOp]:
     torch.manual_seed(0)
-    plain = MixedOp(C, stride, names, affine=affine, track=True, pool_bn=True).double()
+    plain = accelerate(MixedOp(C, stride, names, affine=affine, track=True, pool_bn=True).double())
     rec = copy.deepcopy(plain)
     rec.recompute = True
     return plain, rec
@@ -75,7 +76,7 @@ def test_recompute_uses_the_substituted_parameters_after_functional_call_ends() 
     """DARTS' second order runs the supernet under ``functional_call``; the backward runs after the call
     has restored the module's own weights, so the recomputation must use the ones captured in forward."""
     torch.manual_seed(0)
-    net = DartsSupernet(C=4, layers=3).double()
+    net = accelerate(DartsSupernet(C=4, layers=3).double())
     x, y = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([1, 3])
     weights = {k: torch.softmax(a, -1) for k, a in net.alphas.items()}
     subst = {n: (p.detach() + 0.1 * torch.randn_like(p)).requires_grad_() for n, p in net.named_parameters()
@@ -93,7 +94,7 @@ def test_recompute_uses_the_substituted_parameters_after_functional_call_ends() 
 
 def test_recomputed_segments_refuse_double_backward_and_can_be_switched_off() -> None:
     torch.manual_seed(0)
-    net = DartsSupernet(C=4, layers=3).double()
+    net = accelerate(DartsSupernet(C=4, layers=3).double())
     set_recompute(net, True)
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
 
@@ -164,7 +165,7 @@ def test_search_with_recomputation_matches_the_search_without(method: str) -> No
 
 def test_separable_convs_are_cut_into_recomputable_segments() -> None:
     """The separable conv's two segments are what gets recomputed (and nothing for pools or skips)."""
-    op = MixedOp(4, 1, PRIMITIVES, affine=False, track=True, pool_bn=True)
+    op = accelerate(MixedOp(4, 1, PRIMITIVES, affine=False, track=True, pool_bn=True))
     plan = {op.names[i]: [r for _, r in segments] for i, _, _, segments, _ in op._plan()}
     assert plan["sep_conv_3x3"] == [True, True] and plan["dil_conv_5x5"] == [True]
     assert plan["max_pool_3x3"] == [] and plan["skip_connect"] == []

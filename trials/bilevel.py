@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 import search_spaces
-from search_spaces.mixed import set_recompute
+from search_spaces.fast import accelerate
 from trials import cuda_graph
 from trials.darts import build_method
 from trials.batches import BatchStream, Dataset, cutout, split_indices
@@ -77,7 +77,8 @@ class Search(EpochRun):
         self.net = self.method.build_supernet(self.data).to(self.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        set_recompute(self.net, cfg.recompute == "always" or (cfg.recompute == "auto" and self.device.type == "cpu"))
+        self.net = accelerate(self.net, recompute=cfg.recompute == "always"
+                              or (cfg.recompute == "auto" and self.device.type == "cpu"))
         self.method.prepare(self)
         o, a = cfg.optim, cfg.arch
         self.w_opt = torch.optim.SGD(self.method.weight_param_groups(self.net), lr=o.lr, momentum=o.momentum,

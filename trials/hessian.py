@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from search_spaces.mixed import recompute_off
+from search_spaces.fast import recompute_off
 from trials.epochs import Stream, stream_seed
 
 if TYPE_CHECKING:
