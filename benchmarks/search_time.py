@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, peak_mib  # noqa: E402
 
 from raynas.config import parse_set, resolve  # noqa: E402
+from raynas.data import load_dataset  # noqa: E402
 from trials.bilevel import Search  # noqa: E402
 
 
@@ -37,7 +38,7 @@ def main() -> None:
     t_start = time.perf_counter()
     if torch.cuda.is_available() and cfg.device != "cpu":
         torch.backends.cudnn.benchmark = True
-    s = Search(cfg)
+    s = Search(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.download))
     ckpt = Path(a.out, "search.pt") if a.out else None
     if ckpt and ckpt.exists():
         s.load(ckpt)

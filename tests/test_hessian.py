@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from raynas.config import resolve
+from raynas.data import load_dataset
 from trials.bilevel import Search
 from trials.epochs import Stream
 from trials.hessian import dominant_eigenvalue, power_iteration
@@ -50,7 +51,7 @@ def test_power_iteration_negative_dominant():
 @pytest.fixture(scope="module")
 def search():
     s = Search(resolve({"dataset": "digits", "epochs": 1, "batch_size": 16, "max_steps_per_epoch": 2,
-                        "model": {"C": 4, "layers": 1}, "device": "cpu"}))
+                        "model": {"C": 4, "layers": 1}, "device": "cpu"}), load_dataset("digits"))
     s.run_epoch()
     return s
 
@@ -75,7 +76,7 @@ def test_dominant_eigenvalue_is_the_largest_of_the_full_hessian(search):
     state = {k: v.clone() for k, v in search.net.state_dict().items()}
     params = search.method.arch_parameters(search.net)
     x, y = next(search.a_stream.epoch(search.generator(Stream.HESSIAN)))
-    loss, _ = search.method.loss(search, x, y, search.method.edge_weights(search.net), "arch")
+    loss, _ = search.method.loss(search.step_context(), x, y, search.method.edge_weights(search.net), "arch")
     (g,) = torch.autograd.grad(loss, params, create_graph=True)
     g = g.reshape(-1)
     H = torch.stack([torch.autograd.grad(g[i], params, retain_graph=True)[0].reshape(-1) for i in range(len(g))])
