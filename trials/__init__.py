@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from trials import darts, registry, search_config  # darts first: its methods lead the list
+from trials import darts, registry, search_config
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+# The paper methods first, in the order `raynas methods` has always listed them; then any other module.
+_FIRST = ["darts", "pcdarts", "drnas", "rfdarts", "alphadarts"]
+for _module in _FIRST + sorted({m.name for m in pkgutil.iter_modules(__path__)} - set(_FIRST)):
     importlib.import_module(f"{__name__}.{_module}")
 
 SearchConfig = search_config.search_config_class()
