@@ -1,0 +1,151 @@
+"""NAR as a Ray Tune searcher: the ranker (``raynas.nar``) learns from the cells evaluated so far and proposes
+cells by its tier-guided sampling.
+
+* The first ``n_init`` proposals are uniformly random cells.
+* Every ``refit_every`` finished cells the ranker is retrained, warm-started (same weights, optimizer and
+  Noam schedule), for ``refit_epochs`` epochs of ``NARRun``: quintile tiers and the ranking loss over the
+  finished cells (a fresh random ``max_train`` of them once there are more), a ``val_frac`` share held out to
+  pick the best epoch (0: pick on the training cells).
+  A cell's label is its score at its highest fidelity, cells trained longer ranking above (as REA's fitness).
+* Proposals: NAR's ``TierSampler`` draws ``sample_size`` candidates guided by the best epoch's per-batch tier
+  statistics (one batch's statistics per draw, in a shuffled cycle); the ranker orders them by predicted tier,
+  then score, and the best ``top_k`` never proposed are queued.
+
+Unlike ``raynas rank``'s one-shot search, whose tier embeddings start empty and follow the predicted tiers, the
+tier embeddings here are the mean encodings of the labelled cells by their true tiers (as NAR's validation
+computes them), fixed until the next refit, so each candidate is scored once per refit. The ranker is small
+(``SEARCH_RANKER``: one layer, width 32): a refit is then well under a second; any ``NARConfig`` field can be
+given to override it. The searcher never reads the table: features come from the cells alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from raynas.config import ConfigError
+from raynas.nar.data import BenchData, nb201_data
+from raynas.nar.search import TierSampler
+from raynas.nar.tier_stats import batch_tier_stats
+from raynas.nar.train import NARRun, quintile_tiers, resolve_nar
+from raynas.searchers.base import CellSearcher
+from raynas.searchers.space import N_CELLS, all_archs
+from raynas.searchers.tabular import dataset_name
+
+#: the ranker and sampler of the searcher (``NARConfig`` fields); the paper's size costs ~50x more per refit
+SEARCH_RANKER: dict[str, Any] = {"d_model": 32, "d_ffn": 64, "n_layers": 1, "n_head": 2, "d_tier_hidden": 64,
+                                 "d_score_hidden": 128, "dropout": 0.1, "batch_size": 64, "warmup": 10,
+                                 "lr_mul": 0.1, "scale_features": True, "threads": 1, "sample_size": 256,
+                                 "top_k": 5, "train_size": 5, "val_size": 5}
+
+
+@lru_cache(maxsize=3)
+def space_data(dataset: str, scale_features: bool) -> BenchData:
+    """Every NB-201 cell with its NAR features, no accuracies (NaN): what the searcher ranks."""
+    nan = np.full(N_CELLS, np.nan)
+    return nb201_data(list(all_archs()), nan, nan, dataset, scale_features)
+
+
+class NARSearcher(CellSearcher):
+    """NAR over the NB-201 cell; ``ranker`` entries override ``SEARCH_RANKER`` (any ``NARConfig`` field)."""
+
+    def __init__(self, seed: int = 0, dataset: str = "cifar10", refit_every: int = 25, n_init: int = 0,
+                 refit_epochs: int = 8, val_frac: float = 0.2, max_train: int = 256, stats: str = "all",
+                 ranker: dict[str, Any] | None = None, **kw):
+        super().__init__(seed, **kw)
+        self.cfg = resolve_nar({**SEARCH_RANKER, **(ranker or {}), "bench": "nb201", "seed": seed,
+                                "dataset": dataset_name(dataset)})
+        self.refit_every, self.refit_epochs, self.val_frac = refit_every, refit_epochs, val_frac
+        self.max_train, self.stats = max_train, stats
+        self.n_init = n_init or refit_every
+        if refit_every < 1 or refit_epochs < 1 or not 0 <= val_frac < 1 or max_train < 2 * self.cfg.n_tier:
+            raise ConfigError(f"nar needs refit_every >= 1, refit_epochs >= 1, val_frac in [0, 1) and "
+                              f"max_train >= {2 * self.cfg.n_tier}")
+        if self.n_init < 2 * self.cfg.n_tier:
+            raise ConfigError(f"nar needs n_init >= {2 * self.cfg.n_tier} (two cells per tier) to fit the ranker")
+        base = space_data(self.cfg.dataset, self.cfg.scale_features)
+        self.data = dataclasses.replace(base, target=base.target.copy())  # labels fill in as cells finish
+        self.run: NARRun | None = None
+        self.fitted_at = 0
+        self.queue: list[str] = []
+        self.refits, self.refit_seconds = 0, 0.0
+
+    def propose(self) -> str:
+        if len(self.scores) < self.n_init:
+            return self.random_unseen()
+        if self.run is None or len(self.scores) - self.fitted_at >= self.refit_every:
+            self.refit()
+        for _ in range(100):
+            if self.queue:
+                return self.queue.pop(0)
+            self._fill_queue()
+        return self.random_unseen()  # the sampler keeps drawing proposed cells: the space is nearly spent
+
+    def observe(self, arch: str, scores: dict[int, float]) -> None:
+        f = max(scores)
+        self.data.target[self.data.index[arch]] = 1000.0 * f + scores[f]  # fidelity first, then score
+
+    def refit(self) -> None:
+        """Warm-started training on every finished cell, then the fixed tier embeddings and sampling stats."""
+        t0 = time.process_time()
+        if self.run is None:
+            self.run = NARRun(self.cfg, self.data)
+        rows = np.array(sorted(self.data.index[a] for a in self.scores))
+        perm = np.random.default_rng([self.seed, self.refits]).permutation(rows)
+        n_val = max(self.cfg.n_tier, min(round(self.val_frac * len(rows)), self.max_train // 4)) \
+            if self.val_frac else 0
+        train, val = (perm[n_val:], perm[:n_val]) if n_val else (perm, perm)
+        train = train[:self.max_train]  # a fresh random subset each refit bounds its cost
+        self.run.label(train, val)
+        for _ in range(self.refit_epochs):
+            self.run.run_epoch()
+        self.run.use_best()
+        tiers = self._fix_tiers(rows)
+        if self.stats == "all":
+            self.distri = [batch_tier_stats(self.data, rows, tiers, self.cfg.n_tier, self.cfg.bins)]
+        else:
+            self.distri = list(self.run.best["distri"])
+            self.rng.shuffle(self.distri)
+        self.sampler = TierSampler(self.data, self.cfg, self.rng)
+        self.fitted_at, self.refits, self.draws, self.queue = len(self.scores), self.refits + 1, 0, []
+        self.refit_seconds += time.process_time() - t0
+
+    @torch.no_grad()
+    def _fix_tiers(self, rows: np.ndarray) -> np.ndarray:
+        """Tier embeddings: mean encoding of the labelled cells per true tier; clears the candidate cache."""
+        run = self.run
+        run.model.eval()
+        bank = run.bank()
+        tiers = quintile_tiers(self.data.target[rows], self.cfg.n_tier)
+        bank.update(run.model.encode(self.data.features[rows]), torch.from_numpy(tiers))
+        self.tiers = bank.embeddings()
+        self.ranked: dict[int, tuple[int, float]] = {}
+        return tiers
+
+    @torch.no_grad()
+    def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ranker's predicted tier (0 = best) and score of each row (a test swaps in a perfect ranker)."""
+        logits, _, score = self.run.model(self.data.features[rows], self.tiers)
+        return logits.argmax(1).numpy(), score.numpy()
+
+    def _rank(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` best first: predicted tier, then score (each candidate predicted once per refit)."""
+        todo = np.array([r for r in dict.fromkeys(rows.tolist()) if r not in self.ranked], dtype=np.int64)
+        if len(todo):
+            for r, t, s in zip(todo.tolist(), *(a.tolist() for a in self.predict(todo))):
+                self.ranked[r] = (t, s)
+        tier = np.array([self.ranked[r][0] for r in rows.tolist()])
+        score = np.array([self.ranked[r][1] for r in rows.tolist()])
+        return rows[np.lexsort((-score, tier))]
+
+    def _fill_queue(self) -> None:
+        stats = self.distri[self.draws % len(self.distri)]
+        self.draws += 1
+        names = self.data.names
+        fresh = [names[r] for r in self._rank(np.array(self.sampler.sample(stats))) if names[r] not in self.seen]
+        self.queue = fresh[:self.cfg.top_k]
