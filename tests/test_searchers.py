@@ -208,8 +208,11 @@ def test_nar_refits_warm_started_and_a_perfect_ranker_finds_the_optimum(bench):
     truth = dict(zip(bench.table.archs, bench.valid))
 
     class Perfect(NARSearcher):
-        def predict(self, rows):
-            return np.zeros(len(rows), dtype=int), np.array([truth[self.data.names[r]] for r in rows])
+        def predict_score(self, rows):
+            return np.array([truth[self.data.names[r]] for r in rows])
+
+        def predict_tier(self, rows):
+            return np.zeros(len(rows), dtype=int)
 
     best = bench.optimum()["arch"]
     queries = drive(Perfect(seed=0, ranker={"sample_size": 8192}, **NAR_FAST), bench, 40)
@@ -334,7 +337,7 @@ BAD = [
     (["--budget", "x"], "invalid int value"),
     (["--seeds", "0-x"], "--seeds"),
     (["--searcher", "rea", "--set", "bench.options.rea.population_size=3"], "unknown option 'population_size'"),
-    (["--set", "bench.options.rea.population=3"], "rea is not among bench.searchers"),
+    (["--set", "bench.options.reaa.population=3"], "unknown searcher 'reaa' (did you mean rea?)"),
     (["--backend", "ray"], "--backend"),
     (["--scheduler", "hyperband"], "unknown scheduler"),
     (["--dataset", "mnist"], "unknown NB201 dataset"),

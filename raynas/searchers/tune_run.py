@@ -41,13 +41,13 @@ class TabularTrainable(tune.Trainable):
         self.i = checkpoint["i"]
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        self.setup(new_config, self.settings)
+        self.setup(new_config)  # ``tune.with_parameters`` passes ``bench`` again
         return True
 
 
-def _order(trial_id: str) -> int:
-    """Tune numbers its trials ``<run>_<00000>`` in creation (= proposal) order."""
-    return int(str(trial_id).rsplit("_", 1)[-1])
+def _dirname(trial: Any) -> str:
+    """``cell_00001_<id>``: the counter Tune gives each trial in creation (= proposal) order."""
+    return f"cell_{int(str(trial.experiment_tag).split('_')[0]):05d}_{trial.trial_id}"
 
 
 def run_tune(s: Any, name: str, seed: int, out: str | Path | None = None) -> dict[str, Any]:
@@ -81,10 +81,10 @@ def run_tune(s: Any, name: str, seed: int, out: str | Path | None = None) -> dic
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=s.tune.metric,
                                     mode=s.tune.mode, num_samples=s.bench.budget, max_concurrent_trials=1,
-                                    reuse_actors=True),
+                                    reuse_actors=True, trial_dirname_creator=_dirname),
         run_config=tune.RunConfig(name=f"{s.name}-{name}-{seed}", storage_path=str(storage), verbose=0))
     grid = tuner.fit()
-    results = sorted((r for r in grid if r.metrics), key=lambda r: _order(r.metrics["trial_id"]))
+    results = sorted((r for r in grid if r.metrics), key=lambda r: Path(r.path).name)
     clock, queries = 0.0, []
     for r in results:
         m = r.metrics
