@@ -16,8 +16,7 @@ import pytest
 from raynas.cli import main
 from raynas.config import ConfigError
 from raynas.searchers import make_searcher
-from raynas.searchers.base import CellSearcher
-from raynas.searchers.curves import at_queries, at_times, incumbents, markdown, plot, table_rows
+from raynas.searchers.curves import at_queries, at_times, incumbents, markdown, table_rows
 from raynas.searchers.evolution import RegularizedEvolution, mutants
 from raynas.searchers.nar import NARSearcher
 from raynas.searchers.random_search import RandomSearcher

@@ -114,14 +114,16 @@ def run_and_report(study: Any, backend: str, workers: int = 1, out: str | None =
     result = run_study(study, backend, workers, out)
     print(write_outputs(result, json_path, plot_path, md_path))
     opt = result["optimum"]
-    print(f"best-validation cell of the table: test {opt['test_acc']:.2f} (table's best test {opt['best_test_acc']:.2f})")
+    print(f"best-validation cell of the table: test {opt['test_acc']:.2f} "
+          f"(the table's best test accuracy: {opt['best_test_acc']:.2f})")
     for name in study.bench.searchers:
         runs = [d for d in result["runs"] if d["searcher"] == name]
         cost = f"{name}: {sum(d['wall_s'] for d in runs):.1f} s wall"
         if "cpu_s" in runs[0]:
             cost += f", {sum(d['cpu_s'] for d in runs):.1f} s CPU"
         if "refit_cpu_s" in runs[0]:
-            cost += f" ({sum(d['refits'] for d in runs)} ranker refits, {sum(d['refit_cpu_s'] for d in runs):.1f} s CPU)"
+            cost += (f" ({sum(d['refits'] for d in runs)} ranker refits, "
+                     f"{sum(d['refit_cpu_s'] for d in runs):.1f} s CPU)")
         print(cost)
     print(f"total: {result['wall_s']:.1f} s wall, {len(result['runs'])} runs")
     uri = study.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")

@@ -145,7 +145,7 @@ def run_study(s: StudyConfig, backend: str = "sim", workers: int = 1, out: str |
     if backend == "tune":
         from raynas.searchers.tune_run import run_tune
 
-        done = [run_tune(s, name, seed, out) for _, name, seed in jobs]
+        done = [run_tune(s, new_searcher(s, name, seed), name, seed, out) for _, name, seed in jobs]
     elif workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
             done = list(pool.map(_one, jobs))

@@ -38,7 +38,8 @@ def log_study(uri: str, result: dict[str, Any], yaml_text: str | None = None,
         inc = incumbents(queries)
         metrics = [("incumbent_test_acc", float(v), now, k) for k, v in enumerate(inc, start=1)]
         metrics += [("sim_time_h", q.time / 3600, now, k) for k, q in enumerate(queries, start=1)]
-        metrics += [(f"test_acc_at_{n}", float(v), now, 0) for n, v in zip(b["budgets"], at_queries(queries, b["budgets"]))]
+        metrics += [(f"test_acc_at_{n}", float(v), now, 0)
+                    for n, v in zip(b["budgets"], at_queries(queries, b["budgets"]))]
         if len(inc):
             metrics.append(("test_acc", float(inc[-1]), now, 0))
         metrics += [("queries", float(len(queries)), now, 0), ("wall_s", float(d.get("wall_s", 0.0)), now, 0)]

@@ -50,25 +50,23 @@ def _dirname(trial: Any) -> str:
     return f"cell_{int(str(trial.experiment_tag).split('_')[0]):05d}_{trial.trial_id}"
 
 
-def run_tune(s: Any, name: str, seed: int, out: str | Path | None = None) -> dict[str, Any]:
-    """One searcher x seed of study ``s`` through ``tune.Tuner``; the same record as the simulator's."""
+def run_tune(s: Any, searcher: Any, name: str, seed: int, out: str | Path | None = None) -> dict[str, Any]:
+    """``searcher`` (a fresh one, ``name`` with ``seed``) on study ``s``'s table through ``tune.Tuner``; the
+    same record as the simulator's. The study has checked the table before."""
     import time
 
     import ray
     from ray.tune.schedulers import ASHAScheduler
 
     from raynas.searchers.simulate import Query
-    from raynas.searchers.study import new_searcher, open_bench
 
     if s.bench.time_budget or not s.bench.budget:
         raise ConfigError("real Tune runs take a query budget (--budget N); time budgets are simulator-only")
-    open_bench(s)  # the table's errors before Ray starts
     if not ray.is_initialized():
         from raynas.runner import init_ray
 
         init_ray()
     t0 = time.time()
-    searcher = new_searcher(s, name, seed)
     scheduler = None
     if s.scheduler.type == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=2, grace_period=1,
@@ -89,6 +87,7 @@ def run_tune(s: Any, name: str, seed: int, out: str | Path | None = None) -> dic
     for r in results:
         m = r.metrics
         clock += m["sim_time"]
-        queries.append(Query(arch_of(r.config, s.key), int(m["epoch"]), float(m["valid_acc"]), float(m["test_acc"]), clock).to_dict())
+        queries.append(Query(arch_of(r.config, s.key), int(m["epoch"]), float(m["valid_acc"]), float(m["test_acc"]),
+                             clock).to_dict())
     return {"searcher": name, "seed": seed, "queries": queries, "wall_s": time.time() - t0,
             "errors": sum(1 for r in grid if r.error)}
