@@ -7,6 +7,9 @@ table is used only where present.
 
 import json
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,8 @@ from raynas.searchers.study import load_study, run_study
 from raynas.searchers.tabular import HIGH, LOW, CostModel, load_bench
 from search_spaces.nb201 import OPS_NB201, parse_genotype
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nb201.csv.gz"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "nb201.csv.gz"
 #: NAR small enough for tests: the first fit after 10 cells, then every 10, two epochs each
 NAR_FAST = {"n_init": 10, "refit_every": 10, "refit_epochs": 2}
 OP_GAIN = {"none": 0.0, "skip_connect": 2.0, "nor_conv_1x1": 3.0, "nor_conv_3x3": 5.0, "avg_pool_3x3": 1.0}
@@ -96,6 +100,22 @@ def test_cell_space_round_trips_and_sits_next_to_hyperparameters():
     assert check_space({"cell": {"type": "nb201_cell"}}) == "cell"
     with pytest.raises(ConfigError, match="nb201_cell"):
         check_space({"cell": {"type": "nb201_cell"}, "lr": {"type": "float", "low": 0.1, "high": 1}})
+
+
+def test_nb101_encoding_round_trips_to_the_table_hash():
+    from ray import tune
+
+    from raynas.searchers.space import nb101_config, nb101_space, nb101_spec
+    from search_spaces.nb101 import CONV3X3, INPUT, MAXPOOL3X3, OUTPUT, ModelSpec
+
+    matrix = np.zeros((7, 7), dtype=int)
+    for i, j in [(0, 1), (1, 2), (2, 3), (3, 6), (0, 4), (4, 6)]:
+        matrix[i, j] = 1
+    spec = ModelSpec(matrix, [INPUT, CONV3X3, CONV3X3, MAXPOOL3X3, CONV3X3, MAXPOOL3X3, OUTPUT])
+    back = nb101_spec(nb101_config(spec))
+    assert back.is_valid() and back.hash() == spec.hash() and back.num_vertices == 6  # vertex 5 pruned
+    space = nb101_space()
+    assert len(space) == 26 and all(isinstance(d, tune.search.sample.Categorical) for d in space.values())
 
 
 # --- every searcher ------------------------------------------------------------------------------------
@@ -363,6 +383,31 @@ def test_missing_table_and_asha_without_12_epoch_columns_are_one_line_errors(tmp
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "cifar10_valid_12ep" in err and "ASHA" in err
     assert main(base + ["--table", str(tmp_path / "no12.csv")]) == 0  # fifo: the 200-epoch results suffice
+
+
+README_CHECK = """
+import sys
+from raynas.searchers import make_searcher
+from raynas.searchers.simulate import simulate
+from raynas.searchers.study import load_study, run_study
+from raynas.searchers.tabular import load_bench
+
+s = make_searcher("local", 0, {"n_init": 5})
+queries = simulate(s, load_bench(sys.argv[1]), 30)
+assert len({q.arch for q in queries}) == 30 and s.best is not None and len(s.seen) == 30
+study = load_study(None, {"bench": {"table": sys.argv[1], "searchers": ["local", "random"], "budget": 20,
+                                    "budgets": [20]}})
+rows = run_study(study)["table"]
+assert [r["searcher"] for r in rows] == ["local", "random"]
+print("ok")
+"""
+
+
+def test_readme_searcher_example_runs(table_path):
+    (code,) = re.findall(r"### Adding a searcher.*?```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    proc = subprocess.run([sys.executable, "-c", code + README_CHECK, str(table_path)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
 
 
 # --- the shared table --------------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ A trial config holds the cell as ``{"cell": {"e01": op, "e02": op, "e12": op, "e
 (``eij``: the edge from node i to node j, in the genotype string's order), so it sits next to any hyperparameter
 of the same ``param_space`` and every Tune searcher (random, Optuna, ...) can sample it. Study files name it
 ``{type: nb201_cell}`` in their ``tune.space`` block.
+
+NAS-Bench-101 is given as its usual encoding, for a table of its cells: the 21 upper-triangular edges of a
+7-vertex adjacency (0/1) and the 5 interior ops; :func:`nb101_spec` makes the (pruned) ``ModelSpec`` whose hash
+looks the cell up (``raynas.nar.data.load_nb101``), and most draws are not cells (disconnected, > 9 edges).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from raynas.config import ConfigError
+from search_spaces.nb101 import INPUT, MAX_VERTICES, OPS_NB101, OUTPUT, ModelSpec
 from search_spaces.nb201 import EDGES, OPS_NB201, GenotypeError, NB201Genotype, format_genotype, parse_genotype
 
 CELL_KEY = "cell"
@@ -80,3 +85,34 @@ def check_space(space: dict[str, Any], where: str = "tune.space") -> str:
     if set(space[cells[0]]) != {"type"}:
         raise ConfigError(f"{where}.{cells[0]}: nb201_cell takes no options, got {sorted(space[cells[0]])}")
     return cells[0]
+
+
+#: NB-101 encoding: ``a{i}{j}`` for each edge i -> j (i < j) of the 7 vertices, ``o{k}`` for interior vertex k
+NB101_EDGE_KEYS = tuple(f"a{i}{j}" for i in range(MAX_VERTICES) for j in range(i + 1, MAX_VERTICES))
+NB101_OP_KEYS = tuple(f"o{k}" for k in range(1, MAX_VERTICES - 1))
+
+
+def nb101_space() -> dict[str, Any]:
+    """The NB-101 encoding as Tune domains: 21 binary edges and 5 interior ops."""
+    from ray import tune
+
+    return {**{k: tune.choice([0, 1]) for k in NB101_EDGE_KEYS}, **{k: tune.choice(list(OPS_NB101))
+                                                                      for k in NB101_OP_KEYS}}
+
+
+def nb101_spec(config: dict[str, Any], key: str = CELL_KEY) -> ModelSpec:
+    """The ``ModelSpec`` of an NB-101 trial config (check ``is_valid()`` before looking it up)."""
+    cell = config[key]
+    matrix = [[0] * MAX_VERTICES for _ in range(MAX_VERTICES)]
+    for k in NB101_EDGE_KEYS:
+        matrix[int(k[1])][int(k[2])] = int(cell[k])
+    return ModelSpec(matrix, [INPUT, *(cell[k] for k in NB101_OP_KEYS), OUTPUT])
+
+
+def nb101_config(spec: ModelSpec, key: str = CELL_KEY) -> dict[str, Any]:
+    """Inverse of :func:`nb101_spec` for a 7-vertex spec as given (``original_*``)."""
+    m, ops = spec.original_matrix, spec.original_ops
+    if m.shape[0] != MAX_VERTICES:
+        raise GenotypeError(f"the NB-101 encoding has {MAX_VERTICES} vertices, got {m.shape[0]}")
+    return {key: {**{k: int(m[int(k[1]), int(k[2])]) for k in NB101_EDGE_KEYS},
+                  **{k: ops[int(k[1])] for k in NB101_OP_KEYS}}}
