@@ -27,7 +27,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from raynas.config import parse_set
     from raynas.experiment import load_experiment
     from raynas.runner import run_experiment
+    from raynas.searchers.study import is_study_file
 
+    if is_study_file(args.experiment):  # a searcher comparison on a benchmark table (raynas bench nb201 simulate)
+        return run_study_file(args)
     exp = load_experiment(args.experiment, parse_set(args.set))
     if args.tracking_uri:
         exp.tracking_uri = args.tracking_uri
@@ -37,3 +40,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_experiment(exp, out, address=args.address, yaml_text=Path(args.experiment).read_text())
     print(f"summary: {os.path.join(out, 'summary.json')}")
     return trials_exit_code(summary["trials"])
+
+
+def run_study_file(args: argparse.Namespace) -> int:
+    """A study file's searchers x seeds as real Ray Tune trials on the tabular trainable."""
+    from pathlib import Path
+
+    from raynas.commands.bench import run_and_report
+    from raynas.config import parse_set
+    from raynas.searchers.study import load_study
+
+    over = parse_set(args.set)
+    if args.tracking_uri:
+        over["tracking_uri"] = args.tracking_uri
+    study = load_study(args.experiment, over)
+    out = args.out or f"runs/{study.name}"
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return run_and_report(study, "tune", out=out, json_path=str(Path(out) / "bench.json"),
+                          yaml_text=Path(args.experiment).read_text())

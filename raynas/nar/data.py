@@ -86,13 +86,19 @@ def load_nb201(path: str, dataset: str = "cifar10", scale_features: bool = False
         valid, test = (table.column(c) for c in NB201_COLUMNS[dataset])
     except TableError as e:
         raise ConfigError(str(e)) from None
-    names = table.archs
+    return nb201_data(table.archs, valid, test, dataset, scale_features)
+
+
+def nb201_data(names: list[str], target: np.ndarray, test: np.ndarray, dataset: str = "cifar10",
+               scale_features: bool = False) -> BenchData:
+    """NB201 cells (canonical arch strings) with their features and costs, computed from the cells alone;
+    ``target``/``test`` are the accuracies (NaN where unknown, e.g. a searcher's cells not evaluated yet)."""
     ops = np.array([[OPS_NB201.index(op) for op in parse_genotype(a).ops] for a in names], dtype=np.int64)
     costs = nb201_totals(ops, dataset)
     flops, params = costs["flops_nar"].astype(np.float64), costs["params"].astype(np.float64)
     kind = np.stack([(ops == k).sum(axis=1) for k in range(len(OPS_NB201))], axis=1)
-    return BenchData("nb201", dataset, names, torch.from_numpy(nb201_features(ops, dataset, scale_features)),
-                     valid, test, flops, params, kind, ops, {a: i for i, a in enumerate(names)})
+    return BenchData("nb201", dataset, list(names), torch.from_numpy(nb201_features(ops, dataset, scale_features)),
+                     target, test, flops, params, kind, ops, {a: i for i, a in enumerate(names)})
 
 
 def _pick(columns: list[str], *candidates: str) -> str | None:

@@ -186,10 +186,8 @@ class NARRun(EpochRun):
             raise ConfigError(f"{n_train} training + {cfg.val_size} validation architectures leave no held-out ones "
                               f"in a table of {n}; lower train_size/train_frac or val_size")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).numpy()
-        self.train_idx, self.val_idx = perm[:n_train], perm[n_train:n_train + cfg.val_size]
+        self.label(perm[:n_train], perm[n_train:n_train + cfg.val_size])
         self.test_idx = perm[n_train + cfg.val_size:]
-        self.train_tier = torch.from_numpy(quintile_tiers(self.data.target[self.train_idx], cfg.n_tier))
-        self.val_tier = torch.from_numpy(quintile_tiers(self.data.target[self.val_idx], cfg.n_tier))
         torch.manual_seed(cfg.seed)
         _, P, d, _ = self.data.features.shape
         self.model = NARanker(P, d, cfg.n_tier, cfg.d_model, cfg.d_ffn, cfg.n_layers, cfg.n_head,
@@ -197,6 +195,13 @@ class NARRun(EpochRun):
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=0.0, betas=(cfg.beta1, cfg.beta2),
                                            eps=cfg.eps, weight_decay=cfg.weight_decay)
         self.schedule = NoamSchedule(self.optimizer, cfg.lr_mul, cfg.d_model, cfg.warmup)
+
+    def label(self, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
+        """Train on ``train_idx`` and pick the best epoch on ``val_idx`` from now on (tiers within each split,
+        the best-epoch record reset): the seeded split, or a searcher's evaluations so far."""
+        self.train_idx, self.val_idx = np.asarray(train_idx), np.asarray(val_idx)
+        self.train_tier = torch.from_numpy(quintile_tiers(self.data.target[self.train_idx], self.cfg.n_tier))
+        self.val_tier = torch.from_numpy(quintile_tiers(self.data.target[self.val_idx], self.cfg.n_tier))
         self.best: dict[str, Any] = {"epoch": -1, "val_tier_acc": -1.0, "state": None, "distri": []}
 
     def bank(self) -> TierBank:

@@ -1,0 +1,99 @@
+"""Searchers on NAS-Bench-201 in the simulator: random, REA, TPE and NAR, 20 seeds, up to 1,000 queries each.
+
+    python benchmarks/searchers.py --table ../shared/data/nb201.csv.gz [--datasets cifar10,cifar100,imagenet16]
+        [--seeds 0-19] [--budget 1000] [--workers 2] [--scheduler fifo|asha] [--out DIR]
+
+Prints, per dataset, the Markdown table (incumbent's 200-epoch test accuracy, mean ± std over seeds, at 50,
+100, 300 and 1,000 queries), what each searcher cost (wall and CPU seconds; NAR's ranker refits apart) and
+the issue's targets as met / not met; writes ``DIR/<dataset>.json``, ``.md`` and the curves ``.png``. Wall
+time on a shared machine is an upper bound; CPU seconds are what the runs themselves used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+
+from raynas.commands.bench import parse_seed_ranges  # noqa: E402
+from raynas.searchers.study import load_study, run_study, write_outputs  # noqa: E402
+
+SEARCHERS = ["random", "rea", "tpe", "nar"]
+#: the NB-201 paper (Dong & Yang, ICLR 2020, table 5): test accuracy at its 12,000 s budget, 12-epoch selection
+PAPER = {"cifar10": {"random": (93.70, 0.36), "rea": (93.92, 0.30)},
+         "cifar100": {"random": (71.04, 1.07), "rea": (71.84, 0.99)},
+         "imagenet16": {"random": (44.57, 1.25), "rea": (45.54, 1.03)}}
+
+
+def at(row: dict, budget: int) -> tuple[float, float]:
+    i = row["budgets"].index(budget)
+    return row["mean"][i], row["std"][i]
+
+
+def targets(rows: dict[str, dict], dataset: str) -> list[str]:
+    """The issue's targets for this table, each a line ending in met / NOT met."""
+    lines = []
+    for name in ("random", "rea"):
+        if name in rows and dataset in PAPER:
+            m, s = at(rows[name], 100)
+            pm, ps = PAPER[dataset][name]
+            lines.append(f"{name} at 100 queries {m:.2f} ± {s:.2f} vs NB-201 paper {pm:.2f} ± {ps:.2f} "
+                         f"(~110 12-epoch queries): {'met' if abs(m - pm) <= ps else 'NOT met'} (within its std)")
+    if "nar" in rows:
+        best = max((at(rows["nar"], b)[0], b) for b in (50, 100, 300) if b in rows["nar"]["budgets"])
+        if dataset == "cifar10":
+            lines.append(f"nar >= 94.20 at <= 300 queries: best {best[0]:.2f} at {best[1]}: "
+                         f"{'met' if best[0] >= 94.20 else 'NOT met'}")
+        for b in (100, 300):
+            others = {n: at(rows[n], b)[0] for n in ("rea", "tpe") if n in rows}
+            mine = at(rows["nar"], b)[0]
+            lines.append(f"nar ahead of {', '.join(others)} at {b}: {mine:.2f} vs "
+                         f"{', '.join(f'{v:.2f}' for v in others.values())}: "
+                         f"{'met' if all(mine > v for v in others.values()) else 'NOT met'}")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--table", required=True)
+    p.add_argument("--datasets", default="cifar10")
+    p.add_argument("--searchers", default=",".join(SEARCHERS))
+    p.add_argument("--seeds", default="0-19")
+    p.add_argument("--budget", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--scheduler", default="fifo")
+    p.add_argument("--out", default="runs/bench-searchers")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.time()
+    for dataset in a.datasets.split(","):
+        bench = {"table": a.table, "dataset": dataset, "searchers": a.searchers.split(","),
+                 "seeds": parse_seed_ranges(a.seeds), "budget": a.budget,
+                 "budgets": [b for b in (50, 100, 300, 1000) if b < a.budget] + [a.budget]}
+        study = load_study(None, {"name": f"nb201-{dataset}", "tracking_uri": "none",
+                                  "scheduler": {"type": a.scheduler}, "bench": bench})
+        result = run_study(study, workers=a.workers)
+        stem = out / f"{dataset}-{a.scheduler}"
+        print(write_outputs(result, f"{stem}.json", f"{stem}.png", f"{stem}.md"))
+        print(f"optimum by validation: {result['optimum']['arch']} test {result['optimum']['test_acc']:.2f}")
+        for name in study.bench.searchers:
+            runs = [d for d in result["runs"] if d["searcher"] == name]
+            line = (f"{name:<7} wall {sum(d['wall_s'] for d in runs):7.1f} s  "
+                    f"CPU {sum(d['cpu_s'] for d in runs):7.1f} s  ({len(runs)} seeds)")
+            if "refit_cpu_s" in runs[0]:
+                line += (f"; ranker refits {sum(d['refits'] for d in runs)}, "
+                         f"{sum(d['refit_cpu_s'] for d in runs):.1f} s CPU")
+            print(line)
+        print(f"{dataset}: {result['wall_s']:.1f} s wall with {a.workers} worker processes")
+        for line in targets({r["searcher"]: r for r in result["table"]}, study.bench.dataset):
+            print("target:", line)
+        print()
+    print(f"all: {time.time() - t_all:.1f} s wall")
+
+
+if __name__ == "__main__":
+    main()
