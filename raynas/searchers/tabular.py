@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from raynas.benchmarks.nb201 import NB201Table, TableError, accuracy_keys
+from raynas.tables.nb201 import NB201Table, TableError, accuracy_keys
 from raynas.config import ConfigError
 
 LOW, HIGH = 12, 200  # the table's two fidelities (epochs)
