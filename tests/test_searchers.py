@@ -316,6 +316,9 @@ def test_incumbent_prefers_longer_training_then_validation():
     rows = table_rows({"x": [qs, qs[:2]]}, [1, 3])
     assert rows[0]["mean"] == [93.0, 92.5] and rows[0]["std"][1] == pytest.approx(0.7071, abs=1e-4)
     assert "| x | 2 | 93.00 ± 0.00 | 92.50 ± 0.71 |" in markdown(rows)
+    timed = table_rows({"x": [qs]}, [5, 15, 30], by="time")
+    assert np.isnan(timed[0]["mean"][0]) and timed[0]["mean"][1:] == [93.0, 92.0] and timed[0]["cost"] == 3
+    assert "queries (mean)" in markdown(timed)
 
 
 def test_study_runs_writes_outputs_and_logs_to_mlflow(table_path, tmp_path, capsys):

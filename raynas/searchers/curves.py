@@ -55,29 +55,36 @@ def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(n > 1, std, 0.0)
 
 
-def table_rows(runs: Runs, budgets: Sequence[int]) -> list[dict]:
-    """One row per searcher: mean/std of the incumbent test accuracy at each budget, plus the simulated hours
-    a seed needed for the largest budget and how many seeds found the best-validation cell."""
+def table_rows(runs: Runs, budgets: Sequence[float], by: str = "queries") -> list[dict]:
+    """One row per searcher: mean/std of the incumbent test accuracy at each budget (``by`` queries, or
+    simulated seconds), plus what the largest budget took: simulated hours, or queries."""
     rows = []
     for name, seeds in runs.items():
-        values = np.array([at_queries(q, budgets) for q in seeds])
-        mean, std = mean_std(values)
-        hours = [q[min(budgets[-1], len(q)) - 1].time / 3600 for q in seeds if q]
-        rows.append({"searcher": name, "seeds": len(seeds), "budgets": list(budgets),
+        pick = at_queries if by == "queries" else at_times
+        mean, std = mean_std(np.array([pick(q, budgets) for q in seeds]))
+        if by == "queries":
+            cost = [q[min(int(budgets[-1]), len(q)) - 1].time / 3600 for q in seeds if q]
+        else:
+            cost = [float(np.searchsorted([x.time for x in q], budgets[-1], side="right")) for q in seeds]
+        rows.append({"searcher": name, "seeds": len(seeds), "by": by, "budgets": list(budgets),
                      "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-                     "sim_hours": float(np.mean(hours)) if hours else float("nan")})
+                     "cost": float(np.mean(cost)) if cost else float("nan")})
     return rows
 
 
 def markdown(rows: list[dict], title: str = "") -> str:
     """The fixed-budget table: mean ± std per searcher and budget."""
-    budgets = rows[0]["budgets"] if rows else []
-    head = ["searcher", "seeds"] + [f"{b} queries" for b in budgets] + [f"sim. h ({budgets[-1] if budgets else ''})"]
+    budgets, by = (rows[0]["budgets"], rows[0]["by"]) if rows else ([], "queries")
+    if by == "queries":
+        head = [f"{b:g} queries" for b in budgets] + [f"sim. h ({budgets[-1]:g})" if budgets else "sim. h"]
+    else:
+        head = [f"{b / 3600:.4g} sim. h" for b in budgets] + ["queries (mean)"]
+    head = ["searcher", "seeds"] + head
     lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(head) + " |",
                                                       "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(r["mean"], r["std"])]
-        lines.append("| " + " | ".join([r["searcher"], str(r["seeds"]), *cells, f"{r['sim_hours']:.0f}"]) + " |")
+        lines.append("| " + " | ".join([r["searcher"], str(r["seeds"]), *cells, f"{r['cost']:.0f}"]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -158,8 +158,12 @@ def run_study(s: StudyConfig, backend: str = "sim", workers: int = 1, out: str |
     runs: Runs = {name: [] for name in s.bench.searchers}
     for d in done:
         runs[d["searcher"]].append([Query(**q) for q in d["queries"]])
+    if s.bench.budget:
+        table = table_rows(runs, s.bench.budgets)
+    else:  # a time budget: the table at a tenth, a quarter, half and all of it
+        table = table_rows(runs, [f * s.bench.time_budget for f in (0.1, 0.25, 0.5, 1.0)], by="time")
     return {"study": dataclasses.asdict(s), "backend": backend, "optimum": bench.optimum(),
-            "wall_s": time.time() - t0, "runs": done, "table": table_rows(runs, s.bench.budgets)}
+            "wall_s": time.time() - t0, "runs": done, "table": table}
 
 
 def runs_of(result: dict[str, Any]) -> Runs:

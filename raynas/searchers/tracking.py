@@ -19,15 +19,14 @@ from raynas.searchers.simulate import Query
 def log_study(uri: str, result: dict[str, Any], yaml_text: str | None = None,
               files: tuple[str | Path, ...] = ()) -> str:
     """Log ``result`` (``raynas.searchers.study.run_study``); returns the parent run id."""
-    from raynas.tracking import check_reachable, default_artifact_root, finish_run, start_parent_run
+    from raynas.tracking import check_reachable, finish_run, start_parent_run
     from raynas.tracking.store import client, log_batch
 
     check_reachable(uri)
     s, b = result["study"], result["study"]["bench"]
-    root = default_artifact_root() if uri.startswith("sqlite") else None
     common = {"raynas.kind": "bench", "space": "nb201", "dataset": b["dataset"], "scheduler": s["scheduler"]["type"],
               "backend": result["backend"]}
-    parent = start_parent_run(uri, s["name"], yaml_text=yaml_text, artifact_root=root, tags=common)
+    parent = start_parent_run(uri, s["name"], yaml_text=yaml_text, tags=common)  # sqlite: artifacts beside the db
     c = client(uri)
     exp_id = c.get_run(parent).info.experiment_id
     for d in result["runs"]:
