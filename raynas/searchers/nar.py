@@ -3,7 +3,7 @@ cells by its tier-guided sampling.
 
 * The first ``n_init`` proposals (default ``refit_every``) are uniformly random cells.
 * Then the ranker is retrained every ``refit_every`` finished cells, or every ``refit_growth`` x the cells
-  finished once that is more (10 until 50, then 20%: 23 refits in 1,000 queries instead of 99), warm-started
+  finished once that is more (10 until 50, then 20%: 21 refits in 1,000 queries instead of 99), warm-started
   (same weights, optimizer and Noam schedule), for ``refit_epochs`` epochs of ``NARRun``: quintile tiers and the
   ranking loss over the finished cells (a fresh random ``max_train`` of them once there are more), a
   ``val_frac`` share held out to pick the best epoch (0: pick on the training cells). A cell's label is its
