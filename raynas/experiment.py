@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raynas.config import ConfigError, build, deep_merge, unflatten, load_yaml, resolve
+from raynas.config import ConfigError, build, check_name, deep_merge, unflatten, load_yaml, resolve
 
 GRID_AXES = ("method", "space", "dataset", "seed")
 
@@ -117,6 +117,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None, exp_
 def check_experiment(exp: ExperimentConfig) -> None:
     """What every experiment file needs, search or NAR: non-empty grid axes and sweeps, a valid tune
     block, a known scheduler and positive resources."""
+    check_name(exp.name)
     for axis in GRID_AXES:
         if not getattr(exp.grid, axis):
             raise ConfigError(f"grid.{axis} is empty")

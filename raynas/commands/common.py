@@ -30,16 +30,23 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from raynas.tables.nb201 import TableError
     from raynas.config import ConfigError
     from raynas.data import DataError
+    from raynas.outdir import OutputError
     from raynas.tracking import TrackingError
     from search_spaces.nb201 import GenotypeError
 
-    return (UsageError, ConfigError, DataError, GenotypeError, TableError, TrackingError, FileNotFoundError)
+    return (UsageError, ConfigError, DataError, GenotypeError, OutputError, TableError, TrackingError,
+            FileNotFoundError)
 
 
 def error_line(e: BaseException) -> str:
     """The one stderr line of a user error."""
     msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
     return f"raynas: error: {msg}"
+
+
+def add_force_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="replace the results of another experiment already in --out (default: refuse)")
 
 
 def trials_exit_code(trials: list[dict[str, Any]], *, all_completed: bool = False) -> int:
