@@ -33,8 +33,12 @@ def check_name(value: Any, key: str = "name") -> None:
 
 def check_resources(cfg: Any) -> None:
     """The dataset is one raynas can load, and the files named exist."""
+    from raynas.checks import check_device, check_model
     from raynas.data import DATASETS
 
+    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    check_device(cfg.device)
+    check_model(cfg)
     need(cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
     if cfg.data_dir is not None and cfg.dataset != "digits":
         need(Path(cfg.data_dir).is_dir() or cfg.download,

@@ -25,7 +25,10 @@ def resolve_retrain(overrides: dict[str, Any] | None = None) -> RetrainConfig:
     """``trials.retrain.resolve_retrain`` plus the app's checks: a dataset raynas can load, data that exist."""
     from raynas.data import DATASETS
 
+    from raynas.checks import check_device
+
     cfg = _resolve_retrain(overrides)
+    check_device(cfg.device)
     need(cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
     if cfg.data_dir is not None and cfg.dataset != "digits":
         need(Path(cfg.data_dir).is_dir() or cfg.download,

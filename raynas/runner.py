@@ -92,6 +92,15 @@ def tracking_uri(exp: ExperimentConfig) -> str | None:
     return uri
 
 
+def _check_tracking(exp: ExperimentConfig) -> None:
+    """The tracking store answers (one line if not), before ``--out`` is created."""
+    from raynas.tracking import check_reachable
+
+    uri = tracking_uri(exp)
+    if uri is not None:
+        check_reachable(uri)
+
+
 def start_tracking(exp: ExperimentConfig, out: Path, yaml_text: str | None,
                    parent_run_id: str | None = None) -> dict[str, Any] | None:
     """Create the MLflow experiment and its parent run (once; a resumed experiment reuses it)."""
@@ -140,6 +149,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
     settings = dataclasses.asdict(exp)
     check_output(out, settings, force=force)  # before any file or MLflow run is created
     check_cluster(address, exp.storage_path or str(out / "ray_results"), tracking_uri(exp))
+    _check_tracking(exp)
     with claim(out):
         check_output(out, settings, force=force)  # again under the lock: a run on this --out may have just ended
         if force:

@@ -35,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment, parse_set(args.set))
     if args.tracking_uri:
         exp.tracking_uri = args.tracking_uri
-    check_resources(exp.resources.cpu, exp.resources.gpu if not args.address else 0.0)
+    check_resources(exp.resources.cpu, exp.resources.gpu if not args.address else 0.0, args.address)
     check_data(exp)
     out = args.out or f"runs/{exp.name}"
     summary = run_experiment(exp, out, address=args.address, yaml_text=Path(args.experiment).read_text(),

@@ -52,7 +52,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from raynas.runner import run_experiment
 
     cpus, gpus = cpus_gpus(args)
-    check_resources(cpus, gpus)
+    check_resources(cpus, gpus, args.address)
     over = overrides(args)
     grid = {axis: [over.pop(axis)] for axis in GRID_AXES if axis in over}
     exp = load_experiment(None, {"fixed": over, "grid": grid, "name": args.name,

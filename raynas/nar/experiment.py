@@ -82,10 +82,11 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
     """Every trial of ``exp`` as a ``NARTrainable`` through ``tune.Tuner``; write and return ``summary.json``.
     ``out`` must not hold another experiment and is locked while the run lives."""
     from raynas.outdir import check_output, claim
-    from raynas.runner import ended_on_error, search_alg, start_tracking
+    from raynas.runner import _check_tracking, ended_on_error, start_tracking
 
     out = Path(out).resolve()
     check_output(out, dataclasses.asdict(exp))  # before any file or MLflow run is created
+    _check_tracking(exp)
     with claim(out):
         check_output(out, dataclasses.asdict(exp))
         tracking = start_tracking(exp, out, yaml_text)

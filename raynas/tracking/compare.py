@@ -49,6 +49,8 @@ def compare(uri: str, experiment: str, objective: str = "valid_acc", *, out_dir:
                      "best": best.data.metrics[objective], "best_seed": best.data.tags.get("seed", ""),
                      "best_run_id": best.info.run_id, "genotype": best.data.tags.get("genotype", "")})
     rows.sort(key=lambda r: (r["space"], r["dataset"], -r["mean"] if higher else r["mean"]))
+    if not rows:  # the command fails: write nothing
+        return rows
     if out_dir is not None or (attach and parent is not None):
         with tempfile.TemporaryDirectory() as d:
             _, md = compare_to_files(rows, out_dir or d)

@@ -109,7 +109,13 @@ class Journal:
 
     def runs(self) -> dict[str, str]:
         p = self.root / RUNS
-        return json.loads(p.read_text()) if p.exists() else {}
+        if not p.exists():
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):  # written by rename, so only a hand edit cuts it
+            raise TrackingError(f"{p}: runs.json is truncated or not JSON; restore it or delete it to "
+                                "create the runs again") from None
 
     def append(self, op: dict[str, Any]) -> None:
         """Queue ``op``; its artifact files are copied in (the caller's temp files are about to go)."""
