@@ -4,7 +4,7 @@ the driver, before anything is written, each failing with one ``ConfigError`` li
 - :func:`check_blocks`: the experiment file's run settings (scheduler, checkpoints, failures, storage
   URIs) and the ends of every tuned range as numbers (YAML 1.1 reads ``1e-3`` as a string).
 - :func:`check_search_trials`: every value a search trial may be given (both ends of every range, every
-  categorical choice) resolves; the objective is a metric search trials report; ASHA's grace period fits.
+  categorical choice) resolves; the objective is a metric search trials report.
 - :func:`check_device`, :func:`check_model`: devices that exist here, op lists that leave every edge an
   op to train, supernets that fit in memory.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from raynas.config import ConfigError, deep_merge, need, unflatten
+from trials.config import ConfigError, deep_merge, need, unflatten
 
 #: what a search trial reports each epoch (``Search.run_epoch``, the genotype's collapse counts, the
 #: variants' extra metrics and the NB201 lookup of ``SearchTrainable``): the names a tune objective may use
@@ -114,28 +114,21 @@ def _tuned_values(spec: dict) -> list[Any]:
     return [spec["low"], spec["high"]]
 
 
-def check_search_trials(exp: Any, overrides: list[dict[str, Any]]) -> None:
+def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Callable[[dict], Any]) -> None:
     """Every value a search trial may be given resolves (each grid point with each end of every tuned
-    range and each categorical choice, the other tuned fields at their mid value), the objective is one
-    a search trial reports, and ASHA's grace period is within every trial's epochs."""
-    from raynas.config import resolve
-
-    configs = []
+    range and each categorical choice, the other tuned fields at their mid value), and the objective is
+    one a search trial reports. ``resolve``: ``raynas.config.resolve``."""
     for over in overrides:
-        configs.append(resolve(over))
+        resolve(over)
         for key, spec in (exp.tune.space.items() if exp.tune is not None else ()):
             for value in _tuned_values(spec):
-                configs.append(resolve(deep_merge(copy.deepcopy(over), unflatten({key: value}))))
+                resolve(deep_merge(copy.deepcopy(over), unflatten({key: value})))
     if exp.tune is not None:
         names = [("tune.metric", exp.tune.metric)] + [("tune.objectives", o.split(":")[0])
                                                        for o in exp.tune.objectives]
         for what, name in names:
             need(name in SEARCH_METRICS, f"{what} {name!r} is not reported by a search trial; use one of "
                                          f"{', '.join(SEARCH_METRICS)}")
-    if exp.scheduler.type == "asha":
-        low = min(c.epochs for c in configs)
-        need(exp.scheduler.grace_period <= low, f"scheduler.grace_period ({exp.scheduler.grace_period}) must be "
-                                                f"<= the epochs of every trial ({low})")
 
 
 def check_device(device: str, key: str = "device") -> None:

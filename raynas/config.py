@@ -16,7 +16,8 @@ from trials import from_dict as _from_dict
 from trials import resolve as _resolve
 from trials.config import ConfigError, build, deep_merge, flatten, load_yaml, need, parse_set, unflatten
 
-__all__ = ["ConfigError", "SearchConfig", "build", "check_name", "check_resources", "deep_merge", "flatten", "from_dict",
+__all__ = ["ConfigError", "SearchConfig", "build", "check_name", "check_resources", "deep_merge", "flatten",
+           "from_dict",
            "load_yaml", "need", "parse_set", "resolve", "unflatten"]
 
 

@@ -147,7 +147,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
         if isinstance(exp.fixed.get(key), str):
             exp.fixed[key] = str(Path(exp.fixed[key]).expanduser().resolve())
     check_experiment(exp)
-    check_search_trials(exp, trial_overrides(exp))  # every grid point and tuned value resolves
+    check_search_trials(exp, trial_overrides(exp), resolve)  # every grid point and tuned value resolves
     return exp
 
 

@@ -163,7 +163,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
             if exp.scheduler.type == "asha":
                 max_t = max(resolve(o).epochs for o in trial_overrides(exp))
                 scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
-                                          grace_period=exp.scheduler.grace_period,
+                                          grace_period=min(exp.scheduler.grace_period, max_t),
                                           reduction_factor=exp.scheduler.reduction_factor)
             tune_config = tune.TuneConfig(
                 search_alg=search_alg(exp, out) if exp.tune is not None else None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -65,7 +64,8 @@ CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
     (["run", "{tmp}/exp.yaml"], exp_file("sweep: {optim.lr: [0.1, -1]}\n"), "optim.lr must be > 0"),
     (["run", "{tmp}/exp.yaml"], exp_file("tune: [valid_acc]\n"), "tune: expected a mapping"),
     (["run", "{tmp}/exp.yaml"], exp_file("tune: {space: [optim.lr]}\n"), "tune.space: expected a mapping"),
-    (["run", "{tmp}/exp.yaml"], exp_file("tune: {space: {optim.lr: 0.1}}\n"), "tune.space.optim.lr: expected a mapping"),
+    (["run", "{tmp}/exp.yaml"], exp_file("tune: {space: {optim.lr: 0.1}}\n"),
+     "tune.space.optim.lr: expected a mapping"),
     (["run", "{tmp}/exp.yaml"], exp_file("tune: {objectives: valid_acc:max, space: {epochs: {type: int, low: 1, "
                                          "high: 2}}}\n"), "tune.objectives: expected a list"),
     (["run", "{tmp}/exp.yaml"], exp_file("resources: [1, 0]\n"), "resources: expected a mapping"),
@@ -101,8 +101,8 @@ CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
      "scheduler.grace_period must be >= 1"),
     (["run", "{tmp}/exp.yaml"], exp_file("scheduler: {type: asha, reduction_factor: 1}\n"),
      "scheduler.reduction_factor must be >= 2"),
-    (["run", "{tmp}/exp.yaml"], exp_file("fixed: {epochs: 3}\nscheduler: {type: asha, grace_period: 5}\n"),
-     "scheduler.grace_period (5) must be <= the epochs of every trial (3)"),
+    (["run", "{tmp}/exp.yaml"], exp_file("tune: {num_samples: 0, space: {epochs: {type: int, low: 1, high: 2}}}\n"),
+     "tune.num_samples and tune.max_concurrent_trials must be >= 1"),
     (["run", "{tmp}/exp.yaml"], exp_file("checkpoint_keep: 0\n"), "checkpoint_keep must be >= 1"),
     (["run", "{tmp}/exp.yaml"], exp_file("max_failures: -2\n"), "max_failures must be >= -1"),
     (["run", "{tmp}/exp.yaml"], exp_file("max_concurrent_trials: -1\n"), "max_concurrent_trials must be >= 0"),
@@ -143,8 +143,10 @@ CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
     (["retrain", "--genotype", NB201_OK, "--space", "nb201", "--seeds", "a,b"], None, "--seeds"),
     (["retrain", "--genotype", NB201_OK, "--space", "nb201", "--set", "drop_path_prob=2"], None, "drop_path_prob"),
     (["retrain", "--genotype", NB201_OK, "--space", "nb201", "--epochs", "0"], None, "epochs must be >= 1"),
-    (["retrain", "--genotype", NB201_OK, "--space", "nb201", "--dataset", "digits", "--device", "cuda:5"], None, "device cuda:5"),
-    (["retrain", "--genotype", NB201_OK, "--space", "nb201", "--dataset", "digits", "--tracking-uri", "ftp://h/x"], None, "ftp://h/x"),
+    (["retrain", "--genotype", NB201_OK, "--space", "nb201", "--dataset", "digits", "--device", "cuda:5"], None,
+     "device cuda:5"),
+    (["retrain", "--genotype", NB201_OK, "--space", "nb201", "--dataset", "digits", "--tracking-uri", "ftp://h/x"],
+     None, "ftp://h/x"),
     # ---- compare, sync, report
     (["compare", "--experiment", "nosuch"], None, "no tracking store"),
     (["compare", "--experiment", "nosuch", "--tracking-uri", "sqlite:///{tmp}/missing.db"], None, "no tracking store"),

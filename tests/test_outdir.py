@@ -170,3 +170,48 @@ def test_two_runs_on_one_out_second_refused_then_force_replaces(tmp_path):
     assert forced.returncode == 0, forced.stdout[-2000:] + forced.stderr[-2000:]
     assert json.loads((out / "summary.json").read_text())["experiment"] == "other"
     assert sorted(p.name for p in (out / "ray_results").iterdir()) == ["other"]  # the replaced run's are gone
+
+
+def _ray_pids_of_session(pgid: int) -> list[int]:
+    """Processes still in the killed driver's process group (its local Ray: gcs_server, raylet, workers)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.getpgid(int(d.name)) == pgid:
+                    pids.append(int(d.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return pids
+
+
+@pytest.mark.slow
+def test_resume_after_driver_sigkill_while_its_ray_processes_live_on(tmp_path):
+    """SIGKILL of the driver alone leaves its local Ray (gcs, raylet) running; ``raynas resume`` starts its
+    own and finishes the experiment anyway, with the output directory's lock free again."""
+    import signal
+
+    exp = tmp_path / "orphans.yaml"
+    exp.write_text("name: orphans\ngrid: {seed: [0, 1]}\nmax_concurrent_trials: 1\nfixed: "
+                   '{"epochs": 4, "model": {"C": 4, "layers": 1}, "eval_batches": 1, "max_steps_per_epoch": 3}\n')
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "raynas.cli", "run", str(exp), "--out", str(out),
+                             "--tracking-uri", "none"], env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        end = time.time() + 400
+        while time.time() < end and not list((out / "ray_results" / "orphans").glob("*/checkpoint_*")):
+            time.sleep(0.5)
+        assert list((out / "ray_results" / "orphans").glob("*/checkpoint_*")), "no checkpoint before the kill"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only: its Ray processes live on
+        proc.wait(timeout=60)
+        assert [p for p in _ray_pids_of_session(proc.pid) if p != proc.pid]  # orphans are there
+        p = raynas("resume", out, cwd=tmp_path, timeout=900)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        trials = json.loads((out / "summary.json").read_text())["trials"]
+        assert sorted(t["seed"] for t in trials) == [0, 1] and all(t["status"] == "completed" for t in trials)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

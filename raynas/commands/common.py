@@ -74,7 +74,7 @@ def read_genotype_arg(value: str) -> str:
         if Path(value).is_file():
             return Path(value).read_text().strip()
     except UnicodeDecodeError:
-        raise UsageError(f"--genotype {value}: not a UTF-8 text file (a genotype string or a file holding one)") from None
+        raise UsageError(f"--genotype {value}: not a UTF-8 text file (pass a genotype or a file holding one)") from None
     except OSError:  # e.g. genotype text longer than a file name may be
         pass
     return value.strip()

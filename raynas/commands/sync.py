@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from raynas.commands.common import EXIT_FAILED, EXIT_OK, UsageError
@@ -17,8 +18,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from raynas.tracking import sync
 
     root = Path(args.dir) / "mlflow_pending"
@@ -33,7 +32,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK if remaining == 0 else EXIT_FAILED
 
 
-def _update_summary(out: "Path", remaining: int) -> None:
+def _update_summary(out: Path, remaining: int) -> None:
     """``summary.json`` says how many operations are still pending: after a sync, the new count."""
     from raynas.outdir import SUMMARY_FILE, read_json, write_json
 

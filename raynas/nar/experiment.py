@@ -110,7 +110,7 @@ def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, addr
     if exp.scheduler.type == "asha":
         max_t = max(resolve_nar(to_nar(o)).epochs for o in trial_overrides(exp))
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
-                                  grace_period=exp.scheduler.grace_period,
+                                  grace_period=min(exp.scheduler.grace_period, max_t),
                                   reduction_factor=exp.scheduler.reduction_factor)
     trainable = tune.with_resources(tune.with_parameters(NARTrainable, tracking=tracking),
                                     {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
