@@ -44,6 +44,14 @@ FILES: dict[str, str | bytes | None] = {
     "pending/mlflow_pending/t1/pending.jsonl": '{"id": "1", "kind": "log_batch"}\n',
     "empty": None,
     "gen.txt": b"\xff\xfe\x00garbage",
+    "c10/cifar-10-batches-py/data_batch_1": b"\x80\x04\x95garbage",
+    "f1/train/airplane/0.png": b"not a png",  # a data-folder layout with one class of ten
+    "f1/test/airplane/0.png": b"not a png",
+    **{f"f10/{split}/class{c}/0.png": b"not a png" for split in ("train", "test") for c in range(10)},
+    "fm/train-images-idx3-ubyte.gz": gzip.compress(b"\x00\x00\x08\x03" + bytes(4000))[:30],
+    "fm/train-labels-idx1-ubyte.gz": gzip.compress(b"\x00\x00\x08\x01" + bytes(100)),
+    "fm/t10k-images-idx3-ubyte.gz": gzip.compress(b"\x00\x00\x08\x03" + bytes(100)),
+    "fm/t10k-labels-idx1-ubyte.gz": gzip.compress(b"\x00\x00\x08\x01" + bytes(100)),
 }
 
 
@@ -117,6 +125,13 @@ CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
     (["run", "{tmp}/exp.yaml"], exp_file("fixed: {model: {C: 1000000, layers: 1000}}\n"), "too large"),
     (["run", "{tmp}/exp.yaml"], exp_file("fixed: {batch_size: 100000000}\n"), "batch_size"),
     (["run", "{tmp}/exp.yaml"], exp_file("fixed: {nb201_table: '{tmp}/trunc.csv.gz'}\n"), "trunc.csv.gz"),
+    # ---- dataset files: truncated or corrupted, found before Ray starts (not in every trial attempt)
+    (["search", "--dataset", "cifar10", "--data-dir", "{tmp}/c10"], None, "data_batch_1"),
+    (["search", "--dataset", "cifar10", "--data-dir", "{tmp}/f1"], None, "has 1 class folders, expected 10"),
+    (["search", "--dataset", "cifar10", "--data-dir", "{tmp}/f10"], None, "cannot decode"),
+    (["search", "--dataset", "fashion-mnist", "--data-dir", "{tmp}/fm"], None, "train-images-idx3-ubyte.gz"),
+    (["run", "{tmp}/exp.yaml"], exp_file("grid: {dataset: [digits, cifar10]}\nfixed: {data_dir: '{tmp}/c10'}\n"),
+     "data_batch_1"),
     # ---- search flags
     (["search", "--cpus", "100000"], None, "--cpus 100000.0"),
     (["search", "--device", "cuda:3"], None, "device cuda:3"),
