@@ -26,6 +26,8 @@ STATE_FILE = "experiment.json"
 SUMMARY_FILE = "summary.json"
 #: what a run writes into ``--out``; ``--force`` removes exactly these before the new run starts
 OWNED = (STATE_FILE, SUMMARY_FILE, "ray_results", "mlflow_pending", "optuna.db")
+#: a run needs room for checkpoints and results: refuse an --out with less free (env RAYNAS_MIN_FREE_MB)
+MIN_FREE_MB = 64
 #: errors that mean the disk (or a quota, or RLIMIT_FSIZE) is full rather than a bug
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -86,6 +88,11 @@ def check_output(out: str | Path, experiment: dict[str, Any] | None = None, *, f
     parent = next((p for p in [out, *out.parents] if p.exists()), None)
     if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"--out {out}: {parent or out} is not a writable directory")
+    need_mb = float(os.environ.get("RAYNAS_MIN_FREE_MB", MIN_FREE_MB))
+    free_mb = shutil.disk_usage(parent).free / 2 ** 20
+    if free_mb < need_mb:
+        raise OutputError(f"--out {out}: its filesystem is full ({free_mb:.1f} MiB free, a run needs "
+                          f"{need_mb:g}); free space or pass another --out")
     if force or not out.is_dir():
         return
     state, summary = out / STATE_FILE, out / SUMMARY_FILE

@@ -215,3 +215,37 @@ def test_resume_after_driver_sigkill_while_its_ray_processes_live_on(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MiB tmpfs (needs mount rights, e.g. root in a container; skipped elsewhere)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip()[:80]})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_filesystem_is_refused_before_anything_starts(small_tmpfs, capsys):
+    """``--out`` on a (nearly) full filesystem: one line saying so, no MLflow run, no Ray, nothing written."""
+    (small_tmpfs / "filler").write_bytes(bytes(1_500_000))
+    out = small_tmpfs / "out"
+    code = main(["search", "--out", str(out), "--tracking-uri", "none", *TINY])
+    one_error_line(capsys.readouterr().err, f"--out {out}: its filesystem is full")
+    assert code == 2 and not out.exists() and not ray.is_initialized()
+
+
+def test_write_on_a_filling_filesystem_is_one_line_and_keeps_the_old_file(small_tmpfs):
+    """ENOSPC itself (not a size limit): the summary written over a good one fails whole, naming the file."""
+    path = small_tmpfs / "summary.json"
+    write_json(path, {"trials": [1]})
+    (small_tmpfs / "filler").write_bytes(bytes(1_900_000))
+    with pytest.raises(OutputError, match=r"summary.json: is full \(No space left on device\)"):
+        write_json(path, {"trials": list(range(200_000))})
+    assert json.loads(path.read_text()) == {"trials": [1]}
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler", "summary.json"]
