@@ -17,8 +17,7 @@ from trials import resolve as _resolve
 from trials.config import ConfigError, build, deep_merge, flatten, load_yaml, need, parse_set, unflatten
 
 __all__ = ["ConfigError", "SearchConfig", "build", "check_name", "check_resources", "deep_merge", "flatten",
-           "from_dict",
-           "load_yaml", "need", "parse_set", "resolve", "unflatten"]
+           "from_dict", "load_yaml", "need", "parse_set", "resolve", "unflatten"]
 
 
 #: an experiment name becomes a directory (Ray results) and an MLflow experiment: one path component
@@ -33,7 +32,8 @@ def check_name(value: Any, key: str = "name") -> None:
 
 
 def check_resources(cfg: Any) -> None:
-    """The dataset is one raynas can load, and the files named exist."""
+    """The dataset is one raynas can load, the files named exist, the seed is one NumPy takes, the device
+    exists here, every edge keeps an op to train and the supernet fits in memory."""
     from raynas.checks import check_device, check_model
     from raynas.data import DATASETS
 

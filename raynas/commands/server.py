@@ -49,8 +49,11 @@ def check_server_args(host: str, port: int, backend_store: str) -> None:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process under ``pid`` (from /proc), including those that left its process group."""
+    """Every process under ``pid`` (from /proc), including those that left its process group; none
+    where there is no /proc (macOS: the process group alone is stopped)."""
     children: dict[int, list[int]] = {}
+    if not Path("/proc").is_dir():
+        return []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
