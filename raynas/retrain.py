@@ -224,7 +224,9 @@ def _run(jobs: list[dict[str, Any]], seeds: list[int], out: Path, overrides: dic
     from ray import tune
 
     from raynas.cluster import init_ray
+    from raynas.diskfull import DiskFullWatch
     from raynas.outdir import write_json
+    from raynas.runner import fit
 
     init_ray(address)
     resources = resources or {"cpu": 1, "gpu": 0}
@@ -238,8 +240,8 @@ def _run(jobs: list[dict[str, Any]], seeds: list[int], out: Path, overrides: dic
         run_config=tune.RunConfig(
             name="retrain", storage_path=str(out / "ray_results"), progress_reporter=reporter, verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True),
-            failure_config=tune.FailureConfig(max_failures=max_failures)))
-    entries = [_entry(r) for r in tuner.fit()]
+            failure_config=tune.FailureConfig(max_failures=max_failures), callbacks=[DiskFullWatch(out)]))
+    entries = [_entry(r) for r in fit(tuner, out)]
     summary = {"experiment": "retrain", "trials": entries, "genotypes": aggregate(entries)}
     if tracking_uri is not None:
         summary["tracking"] = track_retrain(entries, tracking_uri)

@@ -175,7 +175,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
                 trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
             tuner = tune.Tuner(_trainable(exp, tracking), param_space=param_space(exp), tune_config=tune_config,
                                run_config=_run_config(exp, out, verbose))
-            return write_summary(tuner.fit(), exp, out, tracking)
+            return write_summary(fit(tuner, out), exp, out, tracking)
 
 
 @contextmanager
@@ -199,12 +199,14 @@ def ended_on_error(out: Path, tracking: dict[str, Any] | None) -> Iterator[None]
 def _run_config(exp: ExperimentConfig, out: Path, verbose: int = 1) -> Any:
     from ray import tune
 
+    from raynas.diskfull import DiskFullWatch
+
     return tune.RunConfig(
         name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"), progress_reporter=_reporter(exp),
         verbose=verbose,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
                                                 checkpoint_at_end=True),
-        failure_config=tune.FailureConfig(max_failures=exp.max_failures))
+        failure_config=tune.FailureConfig(max_failures=exp.max_failures), callbacks=[DiskFullWatch(out)])
 
 
 def load_state(out: str | Path) -> tuple[ExperimentConfig, dict[str, Any]]:
@@ -229,6 +231,7 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
     path = Path(exp.storage_path or out / "ray_results") / exp.name
     if not tune.Tuner.can_restore(str(path)):
         raise ConfigError(f"nothing to resume under {path} (no Tune experiment state)")
+    check_tune_state(path)
     check_cluster(address, exp.storage_path or str(out / "ray_results"), tracking_uri(exp))
     with claim(out):
         old = state.get("tracking")
@@ -237,7 +240,31 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
             init_ray(address)
             tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking), resume_unfinished=True,
                                        resume_errored=True)
-            return write_summary(tuner.fit(), exp, out, tracking)
+            return write_summary(fit(tuner, out), exp, out, tracking)
+
+
+def fit(tuner: Any, out: Path) -> Any:
+    """``tuner.fit()``; a trial that found the disk full stops the run with one line (``raynas.diskfull``)."""
+    from raynas.diskfull import quiet, raise_if_full
+
+    with quiet(out):
+        grid = tuner.fit()
+    raise_if_full(out)
+    return grid
+
+
+def check_tune_state(path: Path) -> None:
+    """Tune's newest experiment state under ``path`` is whole JSON: one written onto a full disk is cut
+    short, and ``Tuner.restore`` would die on it in a traceback."""
+    import json
+
+    states = sorted(path.glob("experiment_state-*.json"))
+    if states:
+        try:
+            json.loads(states[-1].read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise OutputError(f"{states[-1]}: Tune's experiment state is truncated (written onto a full disk?); "
+                              "this run cannot be resumed, start it again with --force") from None
 
 
 def write_summary(grid: Any, exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None = None

@@ -10,13 +10,16 @@ how to build it, what to call and tag its MLflow run, and what to log per epoch 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
+from raynas.diskfull import STATUS, full_reason, is_full
 from trials.epochs import Diverged, EpochRun, set_threads_from_env
 
 TRACKING_FILE = "tracking.json"
@@ -87,6 +90,8 @@ class RunTrainable(tune.Trainable):
         self.tracker: Any = None
         self.run_ref: str | None = None  # MLflow run of this trial, restored from its checkpoint
         self._finished = False
+        self.disk_full: str | None = None  # the one line of a write that found the disk full
+        self._full_reports = 0
 
     def _tracker(self) -> Any:
         """The trial's MLflow child run, created at the first epoch (after a checkpoint restore, so a
@@ -120,6 +125,8 @@ class RunTrainable(tune.Trainable):
         self._finished = True
 
     def step(self) -> dict[str, Any]:
+        if self.disk_full:
+            return self._disk_full_result()
         try:
             metrics = dict(self.run.run_epoch())
         except Diverged as e:
@@ -127,7 +134,40 @@ class RunTrainable(tune.Trainable):
             return self._log({**self.last_metrics(), "status": "diverged", "error": str(e), "epoch": e.epoch + 1,
                               "done": True, **node()})
         result, self.status, done = self.epoch_result(metrics, self.run.done)
-        return self._log({**result, "status": self.status, "done": done, **node()})
+        result = {**result, "status": self.status, "done": done, **node()}
+        try:
+            return self._log(result)
+        except OSError as e:  # the MLflow journal under a full --out
+            if not is_full(e):
+                raise
+            self.disk_full = full_reason(e, self.tracking["pending_root"] if self.tracking else self.logdir)
+            return self._disk_full_result()
+
+    def _disk_full_result(self) -> dict[str, Any]:
+        """A full disk ends the trial's work once, not in retries: status ``disk_full`` (the driver's
+        ``raynas.diskfull.DiskFullWatch`` interrupts the experiment, resumable from the last good checkpoint).
+        Not ``done``, so that Tune keeps the trial resumable; repeated asks wait, then end it."""
+        self._full_reports += 1
+        if self._full_reports > 1:
+            time.sleep(2.0)
+        return {**self.last_metrics(), "status": STATUS, "error": self.disk_full, "epoch": self.run.epoch,
+                "done": self._full_reports > 5, **node()}
+
+    def save(self, checkpoint_dir: str | None = None) -> Any:
+        """Tune's save (``save_checkpoint`` into a temporary directory, then copied to storage); a full
+        disk removes what was copied of this checkpoint, reports none, and stops the trial's epochs."""
+        try:
+            return super().save(checkpoint_dir)
+        except OSError as e:
+            if not is_full(e):
+                raise
+            from ray.train._internal.session import _TrainingResult
+
+            where = getattr(self._storage, "checkpoint_fs_path", None) if self._storage else None
+            self.disk_full = self.disk_full or full_reason(e, where or checkpoint_dir or self.logdir)
+            if where and Path(where).is_dir():
+                shutil.rmtree(where, ignore_errors=True)
+            return _TrainingResult(checkpoint=None, metrics=dict(self._last_result or {}))
 
     def last_metrics(self) -> dict[str, Any]:
         """What a diverged trial reports: its last finished epoch's metrics."""

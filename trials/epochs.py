@@ -8,6 +8,7 @@ the thread set-up and the divergence error.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from enum import IntEnum
@@ -140,7 +141,23 @@ class EpochRun:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> None:
-        torch.save(self.state_dict(), path)
+        """Whole or not at all: serialised in memory (torch's own file writer turns a full disk into a bare
+        ``RuntimeError``), written to a temporary sibling and renamed; a failed write raises the
+        ``OSError`` (``ENOSPC``, ...) naming ``path`` and leaves no partial file."""
+        path = Path(path)
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buf.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            e.filename = e.filename or str(path)
+            raise
 
     def load(self, path: str | Path) -> None:
         self.load_state_dict(load_state(path, self.device))

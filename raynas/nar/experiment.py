@@ -100,9 +100,10 @@ def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, addr
     from ray.tune.schedulers import ASHAScheduler
 
     from raynas.cluster import init_ray
+    from raynas.diskfull import DiskFullWatch
     from raynas.nar.trainable import NARTrainable
     from raynas.nar.train import resolve_nar
-    from raynas.runner import search_alg
+    from raynas.runner import fit, search_alg
 
     init_ray(address)
     metric, mode = _objective(exp)
@@ -131,8 +132,8 @@ def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, addr
             verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
                                                     checkpoint_at_end=True),
-            failure_config=tune.FailureConfig(max_failures=exp.max_failures)))
-    return write_summary(tuner.fit(), exp, out, tracking)
+            failure_config=tune.FailureConfig(max_failures=exp.max_failures), callbacks=[DiskFullWatch(out)]))
+    return write_summary(fit(tuner, out), exp, out, tracking)
 
 
 def _entry(result: Any) -> dict[str, Any]:
