@@ -131,14 +131,27 @@ def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Call
                                          f"{', '.join(SEARCH_METRICS)}")
 
 
+#: set (``devices_on_cluster``) when a command joins a cluster (``--address``): a trial's GPU is a worker's,
+#: which the driver may not have, so ``cuda`` is checked against the cluster (``check_cluster_gpus``)
+_ON_CLUSTER = False
+
+
+def devices_on_cluster(on: bool = True) -> None:
+    global _ON_CLUSTER
+    _ON_CLUSTER = on
+
+
 def check_device(device: str, key: str = "device") -> None:
-    """``cuda:N`` names a GPU this machine has (``auto`` falls back to the CPU by itself)."""
+    """``cuda:N`` names a GPU this machine has (``auto`` falls back to the CPU by itself); on a cluster
+    only its form, the GPUs being the cluster's."""
     if not device.startswith("cuda"):
         return
     import torch
 
     index = device.partition(":")[2]
     need(index == "" or index.isdigit(), f"{key} {device!r}: expected cuda or cuda:N")
+    if _ON_CLUSTER:
+        return
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     wanted = int(index) if index else 0
     need(wanted < count, f"{key} {device} does not exist here ({count} GPUs visible); use auto, cpu or "
@@ -177,3 +190,26 @@ def check_model(cfg: Any) -> None:
          f"model.C={cfg.model.C}, model.layers={cfg.model.layers}, batch_size={cfg.batch_size}: the supernet is too "
          f"large (~{(activations + weights) / 2 ** 40:.0f} TiB); use sizes of the papers' order (C 16, 8 layers, "
          "batch 64)")
+
+
+def check_cluster_gpus(address: str, devices: set[str], gpus_per_trial: float) -> None:
+    """Joined to the cluster at ``address``: trials on ``cuda`` ask Ray for a GPU (Ray gives a trial only the
+    GPUs it asked for) and the cluster has that many; one line otherwise, before anything is written."""
+    import ray
+
+    cuda = sorted(d for d in devices if d.startswith("cuda"))
+    if not cuda:
+        return
+    from raynas.cluster import init_ray
+
+    init_ray(address)
+    have = float(ray.cluster_resources().get("GPU", 0))
+    need(have > 0, f"device {cuda[0]}: the Ray cluster at {address} has no GPU; use device auto or cpu, or add GPU "
+                   "workers")
+    need(gpus_per_trial > 0, f"device {cuda[0]} on a cluster needs a GPU per trial (resources.gpu / --gpus > 0): "
+                             "Ray places a trial on a GPU only when it asks for one")
+    need(gpus_per_trial <= have, f"{gpus_per_trial:g} GPUs per trial but the Ray cluster at {address} has "
+                                 f"{have:g}")
+    wanted = max(int(d.partition(":")[2] or 0) for d in cuda)
+    need(wanted < max(gpus_per_trial, 1),
+         f"device cuda:{wanted}: a trial sees only the {gpus_per_trial:g} GPU(s) Ray gives it, from cuda:0; use cuda")

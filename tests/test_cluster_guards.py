@@ -197,3 +197,33 @@ def test_shared_storage_and_store_are_accepted(two_nodes):
                  f"sqlite:///{shared}/mlflow.db")
     assert p.returncode == 0 and p.stdout.strip().endswith("accepted"), p.stdout[-2000:] + p.stderr[-3000:]
     assert not list(shared.rglob(".raynas-shared-*"))  # markers cleaned up
+
+
+def test_cuda_on_a_cluster_is_the_clusters_to_check():
+    """Without ``--address`` a ``cuda`` device this machine lacks is refused here (tests/test_bad_input_more);
+    joined to a cluster, the driver checks only its form: the GPUs are the cluster's."""
+    from raynas.checks import check_device, devices_on_cluster
+
+    devices_on_cluster()
+    try:
+        check_device("cuda")
+        check_device("cuda:3")
+        with pytest.raises(ConfigError, match="expected cuda or cuda:N"):
+            check_device("cuda:x")
+    finally:
+        devices_on_cluster(False)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no GPU visible"):
+            check_device("cuda")
+
+
+@pytest.mark.slow
+def test_cuda_on_a_cluster_without_gpus_exits_2(two_nodes):
+    """``device: cuda`` with ``--address``: refused (one line, nothing written) because the cluster has no
+    GPU, not because the driver has none; with --gpus the same, said of the cluster."""
+    line = _refusal(_run(two_nodes, "--set", "device=cuda", "--tracking-uri", "none"))
+    assert line == (f"raynas: error: device cuda: the Ray cluster at {two_nodes['address']} has no GPU; use device "
+                    "auto or cpu, or add GPU workers")
+    assert not (two_nodes["base"] / "out").exists()

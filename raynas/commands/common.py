@@ -83,7 +83,7 @@ def read_genotype_arg(value: str) -> str:
 def check_resources(cpus: float, gpus: float, address: str | None = None) -> None:
     """Refuse a trial size this machine cannot give, before Ray starts (on a cluster, ``address``, Ray
     decides about CPUs)."""
-    if gpus > 0:
+    if gpus > 0 and address is None:  # on a cluster: the cluster's GPUs (check_cluster_devices)
         import torch
         if not torch.cuda.is_available():
             raise UsageError(f"{gpus} GPUs per trial requested but no GPU is visible here; use 0 or run on a GPU node")
@@ -94,6 +94,24 @@ def check_resources(cpus: float, gpus: float, address: str | None = None) -> Non
     if address is None and cpus > (os.cpu_count() or 1):
         raise UsageError(f"--cpus {cpus} per trial (resources.cpu) but this machine has {os.cpu_count()}; a trial "
                          "would wait forever (pass --address for a cluster)")
+
+
+def on_cluster(address: str | None) -> None:
+    """Before the experiment is read: with ``--address``, ``cuda`` devices are checked on the cluster."""
+    if address:
+        from raynas.checks import devices_on_cluster
+        devices_on_cluster()
+
+
+def check_cluster_devices(address: str | None, exp: Any) -> None:
+    """With ``--address``: the cluster has the GPUs the trials' ``cuda`` devices ask for (one line if not)."""
+    if not address:
+        return
+    from raynas.checks import check_cluster_gpus
+    from raynas.config import resolve
+    from raynas.experiment import trial_overrides
+
+    check_cluster_gpus(address, {resolve(o).device for o in trial_overrides(exp)}, exp.resources.gpu)
 
 
 def check_data(exp: Any) -> None:

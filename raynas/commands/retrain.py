@@ -78,12 +78,17 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     cpus, gpus = cpus_gpus(args)
     if cpus <= 0 or gpus < 0:
         raise ConfigError(f"--cpus must be > 0 and --gpus >= 0, got {cpus} and {gpus}")
-    if gpus > 0:
+    if gpus > 0 and not args.address:  # on a cluster: the cluster's GPUs (check_cluster_gpus)
         import torch
 
         if gpus > torch.cuda.device_count():
             raise ConfigError(f"{gpus} GPUs per trial requested but {torch.cuda.device_count()} are visible")
     uri = _tracking_uri(args, genotypes[0][2])
+    if args.address:
+        from raynas.checks import check_cluster_gpus, devices_on_cluster
+
+        devices_on_cluster()
+        check_cluster_gpus(args.address, {str(overrides.get("device", "auto"))}, gpus)
     summary = run_retrain(genotypes, parse_seeds(args.seeds), args.out, args.epochs, overrides,
                           {"cpu": cpus, "gpu": gpus}, address=args.address, tracking_uri=uri)
     print(f"\n{'space':<7}{'dataset':<15}{'seed':>5}  {'status':<10}{'ep':>5}{'test_acc':>10}{'params':>9}  genotype")

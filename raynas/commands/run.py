@@ -6,7 +6,8 @@ import argparse
 import os
 from typing import Any
 
-from raynas.commands.common import add_force_flag, check_data, check_resources, trials_exit_code
+from raynas.commands.common import (add_force_flag, check_cluster_devices, check_data, check_resources, on_cluster,
+                                   trials_exit_code)
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,11 +33,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if is_study_file(args.experiment):  # a searcher comparison on a benchmark table (raynas bench nb201 simulate)
         return run_study_file(args)
+    on_cluster(args.address)
     exp = load_experiment(args.experiment, parse_set(args.set))
     if args.tracking_uri:
         exp.tracking_uri = args.tracking_uri
-    check_resources(exp.resources.cpu, exp.resources.gpu if not args.address else 0.0, args.address)
+    check_resources(exp.resources.cpu, exp.resources.gpu, args.address)
     check_data(exp)
+    check_cluster_devices(args.address, exp)
     out = args.out or f"runs/{exp.name}"
     summary = run_experiment(exp, out, address=args.address, yaml_text=Path(args.experiment).read_text(),
                              force=args.force)

@@ -6,8 +6,8 @@ import argparse
 import os
 from typing import Any
 
-from raynas.commands.common import (add_force_flag, add_resource_flags, check_data, check_resources, cpus_gpus,
-                                   trials_exit_code)
+from raynas.commands.common import (add_force_flag, add_resource_flags, check_cluster_devices, check_data,
+                                   check_resources, cpus_gpus, on_cluster, trials_exit_code)
 
 _FLAGS = ("method", "space", "dataset", "epochs", "seed", "batch_size", "data_dir", "download", "nb201_table",
           "device")
@@ -53,11 +53,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     cpus, gpus = cpus_gpus(args)
     check_resources(cpus, gpus, args.address)
+    on_cluster(args.address)
     over = overrides(args)
     grid = {axis: [over.pop(axis)] for axis in GRID_AXES if axis in over}
     exp = load_experiment(None, {"fixed": over, "grid": grid, "name": args.name,
                                  "resources": {"cpu": cpus, "gpu": gpus}, "tracking_uri": args.tracking_uri})
     check_data(exp)
+    check_cluster_devices(args.address, exp)
     summary = run_experiment(exp, args.out, address=args.address, force=args.force)
     for t in summary["trials"]:
         print(f"{t['method']}/{t['space']}/{t['dataset']}/seed{t['seed']}: {t['status']} after {t['epochs']} "
