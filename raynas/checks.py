@@ -114,15 +114,37 @@ def _tuned_values(spec: dict) -> list[Any]:
     return [spec["low"], spec["high"]]
 
 
-def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Callable[[dict], Any]) -> None:
-    """Every value a search trial may be given resolves (each grid point with each end of every tuned
-    range and each categorical choice, the other tuned fields at their mid value), and the objective is
-    one a search trial reports. ``resolve``: ``raynas.config.resolve``."""
+def check_tuned_values(exp: Any, overrides: list[dict[str, Any]], resolve: Callable[[dict], Any]) -> None:
+    """Every value a trial may be given resolves: each grid point, and with it each end of every tuned
+    range and each categorical choice (one at a time, the others as the grid point has them). ``resolve``:
+    the trial config's own (``raynas.config.resolve``, ``raynas.nar``'s for NAR experiments); its
+    one-line ``ConfigError`` is prefixed with the ``tune.space`` key and value that caused it."""
+    from trials.config import ConfigError
+
+    space = exp.tune.space if exp.tune is not None else {}
     for over in overrides:
-        resolve(over)
-        for key, spec in (exp.tune.space.items() if exp.tune is not None else ()):
+        try:
+            resolve(over)  # the tuned fields at their mid values (``trial_overrides``)
+        except ConfigError as e:
+            key = next((k for k in space if k.rsplit(".", 1)[-1] in str(e)), None)
+            if key is None:
+                raise
+            mid = over
+            for part in key.split("."):
+                mid = mid.get(part) if isinstance(mid, dict) else None
+            raise ConfigError(f"tune.space.{key} = {mid!r} (its mid value): {e}") from None
+        for key, spec in space.items():
             for value in _tuned_values(spec):
-                resolve(deep_merge(copy.deepcopy(over), unflatten({key: value})))
+                try:
+                    resolve(deep_merge(copy.deepcopy(over), unflatten({key: value})))
+                except ConfigError as e:
+                    raise ConfigError(f"tune.space.{key} = {value!r}: {e}") from None
+
+
+def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Callable[[dict], Any]) -> None:
+    """Every value a search trial may be given resolves (:func:`check_tuned_values`), and the objective is
+    one a search trial reports. ``resolve``: ``raynas.config.resolve``."""
+    check_tuned_values(exp, overrides, resolve)
     if exp.tune is not None:
         names = [("tune.metric", exp.tune.metric)] + [("tune.objectives", o.split(":")[0])
                                                        for o in exp.tune.objectives]

@@ -59,6 +59,12 @@ def exp_file(text: str) -> tuple[str, str]:
     return ("exp.yaml", text)
 
 
+def _nar_exp(space: str) -> tuple[str, str]:
+    """A NAR experiment file (``raynas rank tune``) tuning ``space``, on the one-row table of ``FILES``."""
+    return exp_file("name: n\nfixed: {table: '{tmp}/table.csv', epochs: 1}\n"
+                    f"tune: {{metric: val_kendall_tau, space: {{{space}}}}}\n")
+
+
 # (argv, extra file (name, text) or None, fragment of the one error line)
 CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
     # ---- experiment file: structure of every block
@@ -181,6 +187,19 @@ CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
     (["rank", "--table", "{tmp}/table.csv", "--train-frac", "2"], None, "train"),
     (["rank", "--table", "{tmp}/table.csv", "--seeds", "x"], None, "--seeds"),
     (["rank", "tune"], None, "experiment"),
+    # ---- NAR experiment files: every categorical choice and both ends of every tuned range, not one sample
+    (["rank", "tune", "{tmp}/exp.yaml"], _nar_exp("dropout: {type: float, low: 0.0, high: 1.5}"),
+     "tune.space.dropout = 1.5: dropout must be in [0, 1)"),
+    (["rank", "tune", "{tmp}/exp.yaml"], _nar_exp("weight_decay: {type: float, low: -1.0e-4, high: 5.0e-2}"),
+     "tune.space.weight_decay = -0.0001: eps must be > 0 and weight_decay >= 0"),
+    (["rank", "tune", "{tmp}/exp.yaml"], _nar_exp("batch_size: {type: int, low: 1, high: 64}"),
+     "tune.space.batch_size = 1: batch_size must be >= 2"),
+    (["rank", "tune", "{tmp}/exp.yaml"], _nar_exp("n_head: {type: categorical, choices: [4, 3]}"),
+     "tune.space.n_head = 3: d_model (128) must be divisible by n_head (3)"),
+    (["rank", "tune", "{tmp}/exp.yaml"], _nar_exp("dataset: {type: categorical, choices: [cifar10, svhn]}"),
+     "tune.space.dataset = 'svhn': dataset must be cifar10, cifar100 or imagenet16"),
+    (["rank", "tune", "{tmp}/exp.yaml"], _nar_exp("last_tier: {type: int, low: 2, high: 9}"),
+     "tune.space.last_tier = 6 (its mid value): last_tier must be in (1, n_tier]"),
     (["server", "--port", "0"], None, "--port must be in 1..65535"),
     (["server", "--backend-store", "{tmp}/no/such/dir/srv.db"], None, "is not a writable directory"),
     (["methods", "--bogus"], None, "unrecognized arguments"),

@@ -40,6 +40,7 @@ def to_nar(over: dict[str, Any]) -> dict[str, Any]:
 def load_nar_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read and validate a NAR experiment file; ``overrides`` go to the experiment when they name one of its
     fields, to the grid for ``method/space/dataset/seed`` (``bench`` means ``space``), else into ``fixed``."""
+    from raynas.checks import check_tuned_values
     from raynas.nar.data import require_table
     from raynas.nar.train import resolve_nar
 
@@ -58,6 +59,7 @@ def load_nar_experiment(path: str | Path | None, overrides: dict[str, Any] | Non
     if exp.scheduler.type == "asha" and (exp.tune.metric if exp.tune else "val_kendall_tau") not in EPOCH_METRICS:
         raise ConfigError(f"scheduler asha compares trials every epoch: tune.metric must be one of "
                           f"{', '.join(EPOCH_METRICS)}")
+    check_tuned_values(exp, trial_overrides(exp), lambda over: resolve_nar(to_nar(over)))  # both ends, each choice
     for over in trial_overrides(exp):
         cfg = resolve_nar(to_nar(over))
         require_table(cfg.bench, cfg.table)
