@@ -24,8 +24,10 @@ from typing import Any
 LOCK_FILE = ".raynas.lock"
 STATE_FILE = "experiment.json"
 SUMMARY_FILE = "summary.json"
+#: a searcher comparison's record (``raynas run`` of a study file, ``raynas bench nb201 simulate --out``)
+BENCH_FILE = "bench.json"
 #: what a run writes into ``--out``; ``--force`` removes exactly these before the new run starts
-OWNED = (STATE_FILE, SUMMARY_FILE, "ray_results", "mlflow_pending", "optuna.db")
+OWNED = (STATE_FILE, SUMMARY_FILE, BENCH_FILE, "ray_results", "mlflow_pending", "optuna.db")
 #: a run needs room for checkpoints and results: refuse an --out with less free (env RAYNAS_MIN_FREE_MB)
 MIN_FREE_MB = 64
 #: errors that mean the disk (or a quota, or RLIMIT_FSIZE) is full rather than a bug
@@ -103,7 +105,7 @@ def check_output(out: str | Path, experiment: dict[str, Any] | None = None, *, f
             name = old_exp.get("name") if isinstance(old_exp, dict) else "?"
             raise OutputError(f"--out {out} holds another experiment ({name!r}); pass a new --out, "
                               f"`raynas resume {out}` to finish it, or --force to replace it")
-    elif summary.exists() or (out / "ray_results").exists():
+    elif summary.exists() or (out / BENCH_FILE).exists() or (out / "ray_results").exists():
         raise OutputError(f"--out {out} holds the results of another run; pass a new --out or --force to replace them")
 
 
@@ -115,6 +117,18 @@ def clear_owned(out: Path) -> None:
             shutil.rmtree(p)
         elif p.exists() or p.is_symlink():
             p.unlink()
+
+
+@contextmanager
+def claimed(out: str | Path, experiment: dict[str, Any] | None = None, *, force: bool = False) -> Iterator[Path]:
+    """``check_output``, then ``claim`` and the check again under the lock (a run on ``out`` may have just
+    ended), then ``--force``'s clearing: the whole protocol of a command that writes into ``--out``."""
+    check_output(out, experiment, force=force)
+    with claim(out) as path:
+        check_output(out, experiment, force=force)
+        if force:
+            clear_owned(path)
+        yield path
 
 
 @contextmanager

@@ -249,3 +249,52 @@ def test_write_on_a_filling_filesystem_is_one_line_and_keeps_the_old_file(small_
         write_json(path, {"trials": list(range(200_000))})
     assert json.loads(path.read_text()) == {"trials": [1]}
     assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler", "summary.json"]
+
+
+# ---------------------------------------------------------------- study files and `bench nb201 simulate --out`
+
+@pytest.fixture
+def study_file(tmp_path):
+    """A study (searcher comparison) on a small synthetic NB-201 table."""
+    from tests.test_searchers import synthetic_frame
+
+    table = tmp_path / "t.csv"
+    synthetic_frame().to_csv(table, index=False)
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: st\nbench: {{table: {table}, searchers: [random], seeds: [0], budget: 8, "
+                    "budgets: [4, 8]}\n")
+    return path
+
+
+def test_study_file_run_refuses_an_out_of_another_experiment_and_a_live_one(study_file, tmp_path, capsys):
+    """``raynas run STUDY --out DIR``: the same refusals as a search experiment, before Ray starts."""
+    out = tmp_path / "out"
+    before = earlier_experiment(out, "first")
+    code = main(["run", str(study_file), "--out", str(out), "--tracking-uri", "none"])
+    one_error_line(capsys.readouterr().err, f"--out {out} holds another experiment ('first')")
+    assert code == 2 and tree(out) == before and not ray.is_initialized()
+    live = tmp_path / "live"
+    with claim(live):
+        code = main(["run", str(study_file), "--out", str(live), "--tracking-uri", "none"])
+        one_error_line(capsys.readouterr().err, f"--out {live} is in use by another raynas run (pid {os.getpid()})")
+    assert code == 2 and sorted(p.name for p in live.iterdir()) == [LOCK_FILE] and not ray.is_initialized()
+
+
+def test_bench_simulate_out_is_refused_when_it_holds_results_then_forced(study_file, tmp_path, capsys):
+    """``bench nb201 simulate --out``: bench.json there; a second study on it is refused (one line, the
+    first record untouched) unless --force, which replaces it."""
+    out = tmp_path / "out"
+    argv = ["bench", "nb201", "simulate", str(study_file), "--out", str(out), "--tracking-uri", "none"]
+    assert main(argv) == 0
+    first = (out / "bench.json").read_bytes()
+    assert len(json.loads(first)["runs"]) == 1
+    capsys.readouterr()
+    assert main([*argv, "--seeds", "0,1"]) == 2
+    one_error_line(capsys.readouterr().err, f"--out {out} holds the results of another run")
+    assert (out / "bench.json").read_bytes() == first
+    with claim(out):
+        assert main([*argv, "--force"]) == 2
+        one_error_line(capsys.readouterr().err, "is in use by another raynas run")
+    assert main([*argv, "--seeds", "0,1", "--force"]) == 0
+    assert len(json.loads((out / "bench.json").read_text())["runs"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "bench.json"]

@@ -37,6 +37,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="any study field, e.g. bench.options.nar.refit_every=50")
     s.add_argument("--backend", default="sim", help="sim (default, in-process) | tune (real Ray Tune trials)")
     s.add_argument("--workers", type=int, default=1, help="simulator processes (default 1)")
+    s.add_argument("--out", help="--backend tune: directory of the Ray results and bench.json (default: a temporary "
+                                 "directory); refused when it holds another run's results")
+    s.add_argument("--force", action="store_true", help="replace the results of another run already in --out")
     s.add_argument("--json", help="write every query of every run and the table as JSON")
     s.add_argument("--plot", help="write the anytime curves as PNG")
     s.add_argument("--markdown", help="write the table as Markdown")
@@ -100,17 +103,30 @@ def study_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_and_report(study: Any, backend: str, workers: int = 1, out: str | None = None, json_path: str | None = None,
-                   plot_path: str | None = None, md_path: str | None = None, yaml_text: str | None = None) -> int:
-    """Run a study, print its table and costs, write the files asked for, log it to MLflow."""
-    import os
+                   plot_path: str | None = None, md_path: str | None = None, yaml_text: str | None = None,
+                   force: bool = False) -> int:
+    """Run a study, print its table and costs, write the files asked for, log it to MLflow. ``out`` (the
+    real-Tune runs' results, ``bench.json``) is refused when it holds another run's results (``force``:
+    replace them) and locked while the study runs."""
+    from contextlib import nullcontext
 
     from raynas.commands.common import UsageError
-    from raynas.searchers.study import run_study, write_outputs
+    from raynas.outdir import claimed
 
     if backend not in ("sim", "tune"):
         raise UsageError(f"--backend must be sim or tune, got {backend!r}")
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    with claimed(out, force=force) if out is not None else nullcontext():
+        return _run_and_report(study, backend, workers, out, json_path, plot_path, md_path, yaml_text)
+
+
+def _run_and_report(study: Any, backend: str, workers: int, out: str | None, json_path: str | None,
+                    plot_path: str | None, md_path: str | None, yaml_text: str | None) -> int:
+    import os
+
+    from raynas.searchers.study import run_study, write_outputs
+
     result = run_study(study, backend, workers, out)
     print(write_outputs(result, json_path, plot_path, md_path))
     opt = result["optimum"]
@@ -143,8 +159,10 @@ def run_and_report(study: Any, backend: str, workers: int = 1, out: str | None =
 def cmd_bench_simulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from raynas.outdir import BENCH_FILE
     from raynas.searchers.study import load_study
 
     study = load_study(args.study, study_overrides(args))
-    return run_and_report(study, args.backend, args.workers, None, args.json, args.plot, args.markdown,
-                          Path(args.study).read_text() if args.study else None)
+    json_path = args.json or (str(Path(args.out) / BENCH_FILE) if args.out else None)
+    return run_and_report(study, args.backend, args.workers, args.out, json_path, args.plot, args.markdown,
+                          Path(args.study).read_text() if args.study else None, force=args.force)

@@ -53,6 +53,7 @@ def run_study_file(args: argparse.Namespace) -> int:
 
     from raynas.commands.bench import run_and_report
     from raynas.config import parse_set
+    from raynas.outdir import BENCH_FILE
     from raynas.searchers.study import load_study
 
     over = parse_set(args.set)
@@ -60,6 +61,5 @@ def run_study_file(args: argparse.Namespace) -> int:
         over["tracking_uri"] = args.tracking_uri
     study = load_study(args.experiment, over)
     out = args.out or f"runs/{study.name}"
-    Path(out).mkdir(parents=True, exist_ok=True)
-    return run_and_report(study, "tune", out=out, json_path=str(Path(out) / "bench.json"),
-                          yaml_text=Path(args.experiment).read_text())
+    return run_and_report(study, "tune", out=out, json_path=str(Path(out) / BENCH_FILE),
+                          yaml_text=Path(args.experiment).read_text(), force=args.force)

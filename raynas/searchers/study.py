@@ -185,8 +185,9 @@ def write_outputs(result: dict[str, Any], json_path: str | None = None, plot_pat
                   md_path: str | None = None) -> str:
     """The Markdown table (returned), and the JSON / curve PNG / table files asked for."""
     text = markdown(result["table"], title(result))
-    if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=1))
+    if json_path:  # whole or not at all (a full disk leaves the previous one)
+        from raynas.outdir import write_atomic
+        write_atomic(json_path, json.dumps(result, indent=1))
     if plot_path:
         plot(runs_of(result), plot_path, title(result), result["optimum"]["test_acc"])
     if md_path:
