@@ -18,12 +18,6 @@ from typing import Any, Callable
 
 from trials.config import ConfigError, deep_merge, need, unflatten
 
-#: what a search trial reports each epoch (``Search.run_epoch``, the genotype's collapse counts, the
-#: variants' extra metrics and the NB201 lookup of ``SearchTrainable``): the names a tune objective may use
-SEARCH_METRICS = ("epoch", "lr", "train_loss", "train_acc", "arch_loss", "arch_acc", "valid_loss", "valid_acc",
-                  "steps", "epoch_time", "images_per_s", "hessian_eigenvalue", "skip_count", "param_free_count",
-                  "skip_count_reduce", "param_free_count_reduce", "alpha_entropy", "mim_rec_loss", "nb201_valid",
-                  "nb201_test")
 #: storage URI schemes pyarrow's filesystems serve (Tune's ``storage_path``)
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file")
 #: a supernet whose rough activation + weight footprint exceeds this cannot run anywhere
@@ -146,11 +140,14 @@ def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Call
     one a search trial reports. ``resolve``: ``raynas.config.resolve``."""
     check_tuned_values(exp, overrides, resolve)
     if exp.tune is not None:
+        from raynas.trainable import search_trial_metrics  # what SearchTrainable reports: the one source
+
+        reported = search_trial_metrics()
         names = [("tune.metric", exp.tune.metric)] + [("tune.objectives", o.split(":")[0])
                                                        for o in exp.tune.objectives]
         for what, name in names:
-            need(name in SEARCH_METRICS, f"{what} {name!r} is not reported by a search trial; use one of "
-                                         f"{', '.join(SEARCH_METRICS)}")
+            need(name in reported, f"{what} {name!r} is not reported by a search trial; use one of "
+                                   f"{', '.join(reported)}")
 
 
 #: set (``devices_on_cluster``) when a command joins a cluster (``--address``): a trial's GPU is a worker's,

@@ -29,12 +29,24 @@ NB201_COLUMNS = {"cifar10": ("cifar10_valid", "cifar10_test"), "cifar100": ("cif
                  "imagenet16-120": ("imagenet16_valid", "imagenet16_test")}
 
 
+#: what ``nb201_headline`` adds to a search trial's result (with an ``nb201_table``)
+NB201_METRICS = ("nb201_valid", "nb201_test")
+
+
 def nb201_headline(row: dict[str, Any] | None, dataset: str) -> dict[str, float]:
     """``nb201_valid``/``nb201_test`` of the searched dataset (CIFAR-10's for other datasets)."""
     if not row:
         return {}
     valid, test = NB201_COLUMNS.get(dataset, NB201_COLUMNS["cifar10"])
-    return {"nb201_valid": row.get(valid), "nb201_test": row.get(test)}
+    return dict(zip(NB201_METRICS, (row.get(valid), row.get(test))))
+
+
+def search_trial_metrics() -> tuple[str, ...]:
+    """The numbers a ``SearchTrainable`` result may carry: a search epoch's (``trials.bilevel.search_metrics``)
+    and the NB-201 headline. The one list that tune objectives and schedulers are checked against."""
+    from trials.bilevel import search_metrics
+
+    return search_metrics() + NB201_METRICS
 
 
 def node() -> dict[str, str]:

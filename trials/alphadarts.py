@@ -127,6 +127,7 @@ def light_decoder(c_in: int, c_out: int, up: int) -> nn.Sequential:
 class MaskedImageModelling(Darts):
     #: masks come from the method's own generators and the reconstruction loss is read each step: eager
     graphable = False
+    metrics = ("mim_rec_loss",)
 
     @property
     def active(self) -> bool:

@@ -27,6 +27,23 @@ from trials.batches import BatchStream, Dataset, cutout, split_indices
 from trials.step import Step
 from trials.epochs import Diverged, EpochRun, Stream, resolve_device, rng_state, seed_everything, set_rng_state
 
+#: the numbers ``Search.run_epoch`` puts in every epoch's result, besides the architecture's
+EPOCH_METRICS = ("epoch", "lr", "train_loss", "train_acc", "arch_loss", "arch_acc", "valid_loss", "valid_acc",
+                 "steps", "epoch_time", "images_per_s", "hessian_eigenvalue")
+#: the numbers ``Search.architecture_metrics`` adds: the genotype's collapse counts
+#: (``search_spaces.genotype_stats``; ``_reduce`` in DARTS spaces) and the entropy of alpha
+ARCH_METRICS = ("skip_count", "param_free_count", "skip_count_reduce", "param_free_count_reduce", "alpha_entropy")
+
+
+def search_metrics() -> tuple[str, ...]:
+    """Every number a search epoch may report: the run's, the architecture's and what each registered
+    method piece adds (its ``metrics``). What a tune objective or a scheduler may name is derived from this
+    (``raynas.trainable.search_trial_metrics``), so a metric added here is valid there."""
+    from trials.registry import all_pieces
+
+    extra = dict.fromkeys(m for cls in all_pieces() for m in getattr(cls, "metrics", ()))
+    return EPOCH_METRICS + ARCH_METRICS + tuple(m for m in extra if m not in EPOCH_METRICS + ARCH_METRICS)
+
 if TYPE_CHECKING:
     from trials.darts import Darts
     from trials.search_config import CoreSearchConfig as SearchConfig

@@ -28,6 +28,8 @@ class Darts:
 
     #: the steps never wait on the host, so an epoch's iterations can replay from a CUDA graph
     graphable = True
+    #: the numbers ``epoch_metrics`` adds to each epoch's result (``trials.bilevel.search_metrics``)
+    metrics: tuple[str, ...] = ()
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
@@ -124,7 +126,7 @@ class Darts:
         return epoch >= self.cfg.arch.warmup_epochs
 
     def epoch_metrics(self) -> dict[str, Any]:
-        """Extra per-epoch metrics of a variant (e.g. the MIM reconstruction loss)."""
+        """Extra per-epoch metrics of a variant (e.g. the MIM reconstruction loss), named in ``metrics``."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

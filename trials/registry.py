@@ -81,6 +81,11 @@ def relaxations() -> list[str]:
     return ["softmax", *(p.relaxation for p in _PIECES if p.relaxation)]
 
 
+def all_pieces() -> list[type]:
+    """Every registered piece, outermost first (what any config may switch on)."""
+    return [p.cls for p in _PIECES]
+
+
 def pieces(cfg: Any) -> list[type]:
     """The pieces a resolved config switches on, outermost first."""
     return [p.cls for p in _PIECES if p.when(cfg)]
