@@ -101,16 +101,32 @@ def test_paired_test_on_constructed_difference(study):
     assert t["p_wilcoxon"] == pytest.approx(0.125)  # n=4, all of one sign: 2 / 2**4
     lo, hi = t["ci95"]
     assert lo == pytest.approx(-1.0) and hi == pytest.approx(-1.0) and not lo <= 0 <= hi
-    assert t["verdict"].startswith("likely differ")
+    # 4 pairs of one sign: the smallest p 4 pairs can give, still above 0.05, so no verdict either way
+    assert t["min_pairs"] == 6 and t["verdict"].startswith("n too small to test")
 
 
 def test_paired_test_noise_and_few_pairs():
     noise = paired_test({0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}, {0: 2.0, 1: 1.0, 2: 4.0, 3: 3.0})
-    assert noise["mean_diff"] == 0.0 and noise["p_wilcoxon"] == pytest.approx(1.0) and noise["verdict"] == "noise"
-    assert noise["ci95"][0] < 0 < noise["ci95"][1]
+    assert noise["mean_diff"] == 0.0 and noise["p_wilcoxon"] == pytest.approx(1.0)
+    assert noise["verdict"].startswith("n too small to test") and noise["ci95"][0] < 0 < noise["ci95"][1]
     assert paired_test({0: 1.0}, {0: 0.0, 1: 2.0})["p_wilcoxon"] is None  # one shared seed: no test
     big = paired_test({s: s + 1.0 for s in range(8)}, {s: float(s) for s in range(8)})
     assert big["p_wilcoxon"] == pytest.approx(2 / 2**8) and big["verdict"].startswith("differ")
+    mixed = paired_test({s: float(s % 2) for s in range(8)}, {s: 0.5 for s in range(8)})
+    assert mixed["p_wilcoxon"] == pytest.approx(1.0) and mixed["verdict"].startswith("no difference shown")
+
+
+@pytest.mark.parametrize("n, verdict", [(2, "n too small"), (5, "n too small"), (6, "differ"), (7, "differ")])
+def test_no_verdict_below_the_sample_size_the_test_needs(n, verdict):
+    """Five pairs of one sign give the smallest p five pairs can (2/32 = 0.0625): still no verdict."""
+    from raynas.report.analysis import min_pairs
+
+    assert min_pairs(0.05) == 6 and min_pairs(0.01) == 8 and 2 / 2 ** min_pairs(0.05) < 0.05 <= 2 / 2 ** 5
+    t = paired_test({s: s + 1.0 + 0.1 * s for s in range(n)}, {s: float(s) for s in range(n)})
+    assert t["verdict"].startswith(verdict) and t["ci95"] is not None
+    assert t["p_wilcoxon"] == pytest.approx(2 / 2**n)
+    zeros = paired_test({s: 1.0 if s < 5 else 0.0 for s in range(8)}, {s: 0.0 for s in range(8)})
+    assert zeros["verdict"].startswith("n too small") and "3 of 8 differences are 0" in zeros["verdict"]
 
 
 def test_outputs_md_html_json(study):
