@@ -276,3 +276,43 @@ def test_end_to_end_study(tmp_path, capsys):
                                    filter_string="tags.`raynas.parent` = 'true'")
     assert f"attached to MLflow run {parent.info.run_id}" in capsys.readouterr().out
     assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+
+
+def test_params_degenerate_and_retrain_join(tmp_path):
+    """Without an NB201 table the params come from the genotype (as `raynas genotype` counts them); a degenerate
+    final cell is flagged with its reason; a retrain directory among the sources adds retrained test accuracy."""
+    from raynas.genotype_info import describe
+
+    sound, dead = nb201_genotype(2), "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    trials = [{"trial_id": f"t{i}", "method": "darts", "space": "nb201", "dataset": "cifar10", "seed": i,
+               "status": "completed", "epochs": 1, "genotype": g, "config": {},
+               "final": {"train_acc": 1.0, "valid_acc": 50.0 + i, "nb201": None}} for i, g in enumerate([sound, dead])]
+    root = write_experiment(tmp_path / "exp", "e", trials, {t["trial_id"]: [] for t in trials})
+    retrain = tmp_path / "retrain"
+    retrain.mkdir()
+    search = {"trial_id": "t0", "summary": str((root / "summary.json").resolve())}
+    entries = [{"space": "nb201", "dataset": "cifar10", "genotype": sound, "seed": s, "status": "completed",
+                "test_acc": acc, "search": search} for s, acc in ((0, 91.0), (1, 93.0))]
+    entries.append({"space": "nb201", "dataset": "cifar10", "genotype": sound, "seed": 2, "status": "error",
+                    "test_acc": None, "search": search})
+    (retrain / "retrain_summary.json").write_text(json.dumps({"experiment": "retrain", "trials": entries}))
+    report = build_report([root, retrain], tmp_path / "out")
+    by_id = {t["trial_id"]: t for t in report["trials"]}
+    assert by_id["t0"]["params_m"] == pytest.approx(describe("nb201", sound)["params_m"]) and by_id["t0"]["params_m"] > 0
+    assert by_id["t1"]["params_m"] == pytest.approx(describe("nb201", dead)["params_m"])
+    assert by_id["t0"]["degenerate_reason"] is None
+    assert by_id["t1"]["degenerate_reason"] == "NB201 cell: the output is unreachable from the input"
+    assert by_id["t0"]["retrain_test_acc"] == 92.0 and by_id["t0"]["retrain_seeds"] == 2  # the errored seed left out
+    assert by_id["t1"]["retrain_test_acc"] is None
+    (g,) = report["groups"]
+    assert g["degenerate"] == 1 and g["retrain_test_acc"] == 92.0 and g["retrain_n"] == 1
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "92.00 ± – (n=1)" in md and "92.00 (2 seeds)" in md and "| 1/2 |" in md
+    lines = md.split("## Trials")[1].splitlines()
+    header = lines[2].strip("| ").split(" | ")
+    rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| e |")]
+    assert len(rows) == 2 and all(r[header.index("params (M)")] != "–" for r in rows)  # params in every row
+    assert any("degenerate cell: NB201 cell: the output is unreachable" in n for n in report["notes"])
+    with pytest.raises(ConfigError, match="retrain directories need the experiment"):
+        build_report([retrain], tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()

@@ -153,6 +153,25 @@ def test_trial_run_round_trip(store, tmp_path):
     print(f"\none NB201 trial (3 epochs): {len(d.params)} params, {len(d.metrics)} metrics, {len(arts)} artifacts")
 
 
+def test_degenerate_cell_tags(store, tmp_path):
+    """A degenerate epoch tags the run degenerate=true with the reason; a sound final cell clears both."""
+    uri = default_tracking_uri(store)
+    t = TrialTracker(uri, "degenerate-exp", "d", parent_run_id=None, params={}, tags=TAGS,
+                     pending_dir=tmp_path / "pending")
+    dead = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    t.log_epoch({**nb201_metrics(1), "genotype": dead, "degenerate": True,
+                 "degenerate_reason": "NB201 cell: every edge is none"}, step=1)
+    c = MlflowClient(uri)
+    tags = c.get_run(t.run_id).data.tags
+    assert tags["degenerate"] == "true" and tags["degenerate_reason"] == "NB201 cell: every edge is none"
+    t.log_final(dead, {"arch": dead}, "nb201")  # the final tags come from the genotype itself
+    assert c.get_run(t.run_id).data.tags["degenerate"] == "true"
+    t.log_final(NB201_GENO, {"arch": NB201_GENO}, "nb201")
+    tags = c.get_run(t.run_id).data.tags
+    assert tags["degenerate"] == "false" and tags["degenerate_reason"] == ""
+    t.finish("completed")
+
+
 def test_darts_space_and_chunking(store, tmp_path):
     uri = default_tracking_uri(store)
     t = TrialTracker(uri, "darts-exp", "darts", parent_run_id=None, params={}, tags={**TAGS, "space": "darts"},
