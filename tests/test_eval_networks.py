@@ -229,8 +229,11 @@ def test_cell_drawings_without_graphviz(tmp_path, monkeypatch, space, text, suff
 
 def test_dot_source_lists_every_edge():
     g = search_spaces.parse_genotype("nb201", NB201_ARCH)
-    dot = diagram.to_dot(diagram.cell_graphs("nb201", g))
-    assert dot.count("->") == 5 and "none" not in dot  # the none edge is dropped
-    dot = diagram.to_dot(diagram.cell_graphs("darts", v2()))
+    dot = diagram.to_dot(search_spaces.cell_graphs("nb201", g))
+    assert dot.count("->") == 6  # the none edge is drawn, dotted grey and labelled: absent on purpose
+    (none_edge,) = [line for line in dot.splitlines() if "->" in line and "none" in line]
+    assert '"0:1" -> "0:3"' in none_edge and "style=dotted" in none_edge and 'label="none"' in none_edge
+    assert "dotted grey: none" in dot
+    dot = diagram.to_dot(search_spaces.cell_graphs("darts", v2()))
     assert dot.count("->") == 2 * (8 + 4)  # 8 op edges + 4 concat edges per cell
     assert nb_str(g) == NB201_ARCH
