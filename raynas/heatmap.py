@@ -3,8 +3,8 @@ op's weight is from uniform on its edge (weight - 1/#ops), on a diverging scale 
 
 Early in a search every weight is close to 1/#ops (0.2 on NB201), so an absolute 0-1 scale is one flat
 block; the deviation shows which op each edge is leaning to from the first epoch, and when ``skip_connect``
-takes over (DARTS' collapse). A dot marks each edge's strongest op at the last epoch. Ops pruned during a search (DrNAS stages) are blank from the epoch
-they disappear.
+takes over (DARTS' collapse). A dot marks each edge's strongest op at the last epoch. Ops pruned during a
+search (DrNAS stages) are blank from the epoch they disappear.
 """
 
 from __future__ import annotations
