@@ -298,7 +298,8 @@ def test_params_degenerate_and_retrain_join(tmp_path):
     (retrain / "retrain_summary.json").write_text(json.dumps({"experiment": "retrain", "trials": entries}))
     report = build_report([root, retrain], tmp_path / "out")
     by_id = {t["trial_id"]: t for t in report["trials"]}
-    assert by_id["t0"]["params_m"] > 0 and by_id["t0"]["params_m"] == pytest.approx(describe("nb201", sound)["params_m"])
+    assert by_id["t0"]["params_m"] > 0
+    assert by_id["t0"]["params_m"] == pytest.approx(describe("nb201", sound)["params_m"])
     assert by_id["t1"]["params_m"] == pytest.approx(describe("nb201", dead)["params_m"])
     assert by_id["t0"]["degenerate_reason"] is None
     assert by_id["t1"]["degenerate_reason"] == "NB201 cell: the output is unreachable from the input"
