@@ -278,7 +278,7 @@ def test_end_to_end_study(tmp_path, capsys):
     assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
 
-def test_params_degenerate_and_retrain_join(tmp_path):
+def test_params_degenerate_and_retrain_join(tmp_path, monkeypatch):
     """Without an NB201 table the params come from the genotype (as `raynas genotype` counts them); a degenerate
     final cell is flagged with its reason; a retrain directory among the sources adds retrained test accuracy."""
     from raynas.genotype_info import describe
@@ -317,3 +317,9 @@ def test_params_degenerate_and_retrain_join(tmp_path):
     with pytest.raises(ConfigError, match="retrain directories need the experiment"):
         build_report([retrain], tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
+    monkeypatch.chdir(tmp_path)  # the command, with the retrain directory among its sources (never attached)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parser = argparse.ArgumentParser(prog="raynas")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", str(root), str(retrain), "--out", str(tmp_path / "cli")])
+    assert args.func(args) == 0 and "92.00 (2 seeds)" in (tmp_path / "cli" / "report.md").read_text()

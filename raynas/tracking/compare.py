@@ -74,7 +74,7 @@ def _retrain(r: dict[str, Any]) -> str:
     if r["retrain_test_acc"] is None:
         return "–"
     std = "" if r["retrain_test_acc_std"] is None else f" ± {r['retrain_test_acc_std']:.2f}"
-    return f"{r['retrain_test_acc']:.2f}{std} ({r['retrain_n']} runs)"
+    return f"{r['retrain_test_acc']:.2f}{std} ({r['retrain_n']} run{'s' if r['retrain_n'] != 1 else ''})"
 
 
 def compare_to_files(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
