@@ -308,7 +308,7 @@ def test_params_degenerate_and_retrain_join(tmp_path, monkeypatch):
     (g,) = report["groups"]
     assert g["degenerate"] == 1 and g["retrain_test_acc"] == 92.0 and g["retrain_n"] == 1
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "92.00 ± – (n=1)" in md and "92.00 (2 seeds)" in md and "| 1/2 |" in md
+    assert "92.00 (1 of 2 trials)" in md and "92.00 (2 seeds)" in md and "| 1/2 |" in md
     lines = md.split("## Trials")[1].splitlines()
     header = lines[2].strip("| ").split(" | ")
     rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| e |")]

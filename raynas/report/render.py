@@ -21,7 +21,8 @@ def _fmt(v: Any, digits: int = 2) -> str:
 def _retrain(g: dict[str, Any]) -> str:
     if g["retrain_test_acc"] is None:
         return "–"
-    return f"{_fmt(g['retrain_test_acc'])} ± {_fmt(g['retrain_test_acc_std'])} (n={g['retrain_n']})"
+    std = "" if g["retrain_test_acc_std"] is None else f" ± {_fmt(g['retrain_test_acc_std'])}"
+    return f"{_fmt(g['retrain_test_acc'])}{std} ({g['retrain_n']} of {g['n_trials']} trials)"
 
 
 def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str]]:
