@@ -41,7 +41,7 @@ def draw_cell(space: str, genotype: Any, path: str | Path) -> Path:
             return path
         except (OSError, subprocess.SubprocessError):
             pass  # a broken graphviz install: fall through to matplotlib
-    cell_figure(graphs).savefig(path, format=path.suffix[1:].lower(), dpi=150)
+    cell_figure(graphs).savefig(path, format=path.suffix[1:].lower(), dpi=150, bbox_inches="tight", pad_inches=0.15)
     return path
 
 
@@ -55,7 +55,7 @@ def to_dot(graphs: list[CellGraph]) -> str:
     lines = ["digraph G {", "  rankdir=LR; node [shape=box, style=filled, fontname=Helvetica];",
              "  edge [fontname=Helvetica, fontsize=10];"]
     for i, g in enumerate(graphs):
-        color = ', fontcolor="#c00000"' if graph_reasons(g) else ""
+        color = '; fontcolor="#c00000"' if graph_reasons(g) else ""
         lines.append(f'  subgraph cluster_{i} {{ label="{_title(g, chr(92) + "n")}"{color};')
         for n in g.nodes:
             fill = "lightblue" if _is_io(g, n) else "lightyellow"

@@ -6,12 +6,14 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
 import search_spaces
-from raynas.diagram import NOTE, cell_figure
+from raynas.diagram import NOTE, cell_figure, to_dot
 from raynas.heatmap import alpha_heatmap_figure, draw_alpha_heatmap
 from raynas.nar.scatter import scatter_figure
 from raynas.report.plots import alpha_figure, seed_style
@@ -137,3 +139,16 @@ def test_degenerate_cell_drawing_says_why():
     ax = fig.axes[0]
     assert ax.get_title().endswith("degenerate: every edge is none") and ax.title.get_color() == "#c00000"
     assert [t.get_text() for t in ax.texts if t.get_text() not in ("0", "1", "2", "3", "")] == ["none"] * 6
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed (the matplotlib path is tested above)")
+def test_graphviz_renders_the_dot_source(tmp_path):
+    from search_spaces.darts import DARTS_V2
+
+    dead = search_spaces.parse_genotype("nb201", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    for space, g in (("nb201", dead), ("darts", DARTS_V2)):
+        out = tmp_path / f"{space}.svg"
+        subprocess.run(["dot", "-Tsvg", "-o", str(out)], input=to_dot(search_spaces.cell_graphs(space, g)),
+                       text=True, check=True, capture_output=True, timeout=60)
+        svg = out.read_text()
+        assert "dotted grey: none" in svg and ("degenerate: every edge is none" in svg) == (space == "nb201")
