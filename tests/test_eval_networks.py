@@ -180,6 +180,10 @@ def test_genotype_command_json(capsys, tmp_path):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "NetworkImageNet, 14 cells, C=48" in out and "4.719M" in out and "529.9M" in out
+    assert info["degenerate_reason"] is None and "degenerate" not in out
+    args = genotype_cli("--space", "nb201", "--genotype", "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    assert args.func(args) == 0
+    assert "warning:  degenerate cell (NB201 cell: the output is unreachable from the input)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("dataset, flops_input", [("digits", (1, 8, 8)), ("imagenet16-120", (3, 16, 16)),
