@@ -33,6 +33,8 @@ searches, parameter count of the found cells, search CPU/GPU-hours; each method'
 
 from __future__ import annotations
 
+from raynas.outdir import read_json
+
 import functools
 import itertools
 import json
@@ -183,9 +185,9 @@ def load_trials(sources: list[str | Path], collapse_rule: str = "skip_count>=4",
         if is_retrain_dir(src):
             retrained += read_retrain(src)
             continue
-        summary = json.loads((src / "summary.json").read_text())
+        summary = read_json(src / "summary.json", "summary.json")
         state_file = src / "experiment.json"
-        exp = json.loads(state_file.read_text()).get("experiment", {}) if state_file.is_file() else {}
+        exp = read_json(state_file, "experiment.json").get("experiment", {}) if state_file.is_file() else {}
         obj = summary.get("objective") or {"metric": "valid_acc", "mode": "max"}
         exp_objective = exp_objective or obj
         for entry in summary.get("trials", []):

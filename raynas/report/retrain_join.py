@@ -8,7 +8,6 @@ by space, dataset and genotype instead: the retrained accuracy belongs to the ge
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,12 @@ def is_retrain_dir(path: Path) -> bool:
 def read_retrain(path: Path) -> list[dict[str, Any]]:
     """The completed retrain trials (with a test accuracy) of one retrain directory."""
     from raynas.config import ConfigError
+    from raynas.outdir import read_json
 
-    try:
-        entries = json.loads((path / SUMMARY_FILE).read_text()).get("trials", [])
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise ConfigError(f"{path / SUMMARY_FILE} is not a raynas retrain summary ({e})") from None
+    summary = read_json(path / SUMMARY_FILE, SUMMARY_FILE)
+    entries = summary.get("trials") if isinstance(summary, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{path / SUMMARY_FILE} is not a raynas retrain summary (no list of trials)")
     return [e for e in entries if e.get("status") == "completed" and e.get("test_acc") is not None]
 
 

@@ -56,6 +56,8 @@ def compare(uri: str, experiment: str, objective: str = "valid_acc", *, out_dir:
                      "retrain_test_acc": statistics.fmean(retrained) if retrained else None,
                      "retrain_test_acc_std": statistics.stdev(retrained) if len(retrained) > 1 else None})
     rows.sort(key=lambda r: (r["space"], r["dataset"], -r["mean"] if higher else r["mean"]))
+    if not rows:  # the command fails: write nothing
+        return rows
     if out_dir is not None or (attach and parent is not None):
         with tempfile.TemporaryDirectory() as d:
             _, md = compare_to_files(rows, out_dir or d)
