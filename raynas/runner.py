@@ -35,6 +35,7 @@ def summarise(result: Any) -> dict[str, Any]:
     """One ``summary.json`` trial entry from a Tune ``Result``."""
     cfg = resolve(result.config)
     m = result.metrics or {}
+    reason = _degenerate_reason(cfg.space, m.get("genotype"))
     entry = {
         "trial_id": m.get("trial_id") or Path(result.path).name.split("_")[-1],
         "method": cfg.method, "space": cfg.space, "dataset": cfg.dataset, "seed": cfg.seed,
@@ -46,6 +47,7 @@ def summarise(result: Any) -> dict[str, Any]:
         "mlflow_run_id": m.get("mlflow_run_id"),
         "node_id": m.get("node_id"), "node_ip": m.get("node_ip"),
         "skip_count": m.get("skip_count"),
+        "degenerate": reason is not None, "degenerate_reason": reason,
         "config": result.config,
         "path": result.path,
     }
@@ -54,6 +56,25 @@ def summarise(result: Any) -> dict[str, Any]:
     elif m.get("error"):
         entry["error"] = m["error"]
     return entry
+
+
+def _degenerate_reason(space: str, genotype: str | None) -> str | None:
+    """Why the final cell is degenerate (``search_spaces.degenerate_reason``), None when sound or unknown."""
+    if not genotype:
+        return None
+    import search_spaces
+    try:
+        return search_spaces.degenerate_reason(space, search_spaces.parse_genotype(space, genotype))
+    except (ValueError, KeyError):
+        return None
+
+
+def warn_degenerate(trials: list[dict[str, Any]]) -> None:
+    """One warning line per trial whose final cell is degenerate (its genotype is not a usable architecture)."""
+    for t in trials:
+        if t.get("degenerate_reason"):
+            print(f"raynas: warning: {t['method']}/{t['space']}/{t['dataset']}/seed{t['seed']} found a degenerate "
+                  f"cell ({t['degenerate_reason']}); set collapse_degenerate: fail to stop such trials as collapsed")
 
 
 def _objective(exp: ExperimentConfig) -> tuple[str, str]:
@@ -282,6 +303,7 @@ def write_summary(grid: Any, exp: ExperimentConfig, out: Path, tracking: dict[st
             print(f"raynas: {pending} MLflow operations are pending; deliver them with `raynas sync {out}`")
     write_json(out / SUMMARY_FILE, summary)
     print_table(trials, metric, mode)
+    warn_degenerate(trials)
     return summary
 
 
