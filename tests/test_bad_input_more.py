@@ -23,12 +23,23 @@ def _gz_truncated() -> bytes:
     return data[: len(data) // 2]
 
 
+def _nar_table(rows: int = 40) -> str:
+    """An NB-201 table of ``rows`` distinct cells (NAR splits need more than one)."""
+    import itertools
+
+    ops = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+    lines = [f"|{a}~0|+|{b}~0|{c}~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_1x1~2|,{i % 90},{i % 89},1,2,3,4,{i},"
+             f"{i / 10}\n" for i, (a, b, c) in enumerate(itertools.islice(itertools.product(ops, repeat=3), rows))]
+    return HEADER + "".join(lines)
+
+
 def _state(experiment: object) -> str:
     return json.dumps({"experiment": experiment, "yaml": None, "tracking": None})
 
 
 #: files each case may name as {tmp}/NAME; a directory when the content is None
 FILES: dict[str, str | bytes | None] = {
+    "nar.csv": _nar_table(),
     "table.csv": HEADER + f"{NB201_OK},91.0,90.0,70.0,69.0,44.0,43.0,80.0,0.8\n",
     "trunc.csv.gz": _gz_truncated(),
     "notnum.csv": HEADER + f"{NB201_OK},high,90.0,70.0,69.0,44.0,43.0,80.0,0.8\n",
@@ -61,7 +72,7 @@ def exp_file(text: str) -> tuple[str, str]:
 
 def _nar_exp(space: str) -> tuple[str, str]:
     """A NAR experiment file (``raynas rank tune``) tuning ``space``, on the one-row table of ``FILES``."""
-    return exp_file("name: n\nfixed: {table: '{tmp}/table.csv', epochs: 1}\n"
+    return exp_file("name: n\nfixed: {table: '{tmp}/nar.csv', epochs: 1, train_size: 10, val_size: 10}\n"
                     f"tune: {{metric: val_kendall_tau, space: {{{space}}}}}\n")
 
 
@@ -200,6 +211,10 @@ CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
      "tune.space.dataset = 'svhn': dataset must be cifar10, cifar100 or imagenet16"),
     (["rank", "tune", "{tmp}/exp.yaml"], _nar_exp("last_tier: {type: int, low: 2, high: 9}"),
      "tune.space.last_tier = 6 (its mid value): last_tier must be in (1, n_tier]"),
+    (["rank", "tune", "{tmp}/exp.yaml"], _nar_exp("train_size: {type: int, low: 10, high: 30}"),
+     "tune.space.train_size = 30: 30 training + 10 validation architectures leave no held-out ones in a table of 40"),
+    (["rank", "tune", "{tmp}/exp.yaml"], exp_file("name: n\nfixed: {table: '{tmp}/table.csv', epochs: 1}\n"),
+     "1000 training + 256 validation architectures leave no held-out ones in a table of 1"),
     (["server", "--port", "0"], None, "--port must be in 1..65535"),
     (["server", "--backend-store", "{tmp}/no/such/dir/srv.db"], None, "is not a writable directory"),
     (["methods", "--bogus"], None, "unrecognized arguments"),

@@ -41,8 +41,8 @@ def load_nar_experiment(path: str | Path | None, overrides: dict[str, Any] | Non
     """Read and validate a NAR experiment file; ``overrides`` go to the experiment when they name one of its
     fields, to the grid for ``method/space/dataset/seed`` (``bench`` means ``space``), else into ``fixed``."""
     from raynas.checks import check_tuned_values
-    from raynas.nar.data import require_table
-    from raynas.nar.train import resolve_nar
+    from raynas.nar.data import load_bench, require_table
+    from raynas.nar.train import check_split, resolve_nar
 
     data = deep_merge({"name": "nar", "grid": GRID_DEFAULTS}, load_yaml(path) if path else {})
     exp_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
@@ -59,10 +59,18 @@ def load_nar_experiment(path: str | Path | None, overrides: dict[str, Any] | Non
     if exp.scheduler.type == "asha" and (exp.tune.metric if exp.tune else "val_kendall_tau") not in EPOCH_METRICS:
         raise ConfigError(f"scheduler asha compares trials every epoch: tune.metric must be one of "
                           f"{', '.join(EPOCH_METRICS)}")
-    check_tuned_values(exp, trial_overrides(exp), lambda over: resolve_nar(to_nar(over)))  # both ends, each choice
-    for over in trial_overrides(exp):
+    sizes: dict[tuple[str, str, str], int] = {}  # each table read once, here rather than in every trial
+
+    def resolve_on_table(over: dict[str, Any]) -> Any:
         cfg = resolve_nar(to_nar(over))
         require_table(cfg.bench, cfg.table)
+        key = (cfg.bench, cfg.table, cfg.dataset)
+        if key not in sizes:
+            sizes[key] = len(load_bench(*key))
+        check_split(cfg, sizes[key])
+        return cfg
+
+    check_tuned_values(exp, trial_overrides(exp), resolve_on_table)  # every grid point, both ends, each choice
     return exp
 
 
@@ -141,10 +149,10 @@ def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, addr
 def _entry(result: Any) -> dict[str, Any]:
     """One ``summary.json`` trial entry from a Tune ``Result``."""
     m = result.metrics or {}
+    config = result.config or {}  # None for a trial that died before its first result
     status = "error" if result.error else m.get("status")
     entry = {"trial_id": m.get("trial_id") or Path(result.path).name.split("_")[-1],
-             "bench": result.config.get("bench"), "dataset": result.config.get("dataset"),
-             "seed": result.config.get("seed"), "status": "stopped" if status in (None, "running") else status,
+             "bench": config.get("bench"), "dataset": config.get("dataset"), "seed": config.get("seed"), "status": "stopped" if status in (None, "running") else status,
              "epochs": m.get("epoch", 0), **{k: m[k] for k in EPOCH_METRICS + FINAL_METRICS if k in m},
              **{k: m.get(k) for k in ("best_arch", "best_test_acc_oracle", "queries", "search_queries", "n_train",
                                       "n_val", "n_heldout", "best_epoch", "scatter_png")},

@@ -150,6 +150,16 @@ def ranking_metrics(pred: np.ndarray, true: np.ndarray, top_frac: float = 0.05) 
             "spearman_rho": float(stats.spearmanr(pred, true).statistic), "precision_at_top_5pct": hit / k}
 
 
+def check_split(cfg: NARConfig, n: int) -> int:
+    """The training split's size, when it and the validation split leave held-out architectures in a table
+    of ``n`` (checked by the driver for every trial before Ray starts, and by the run)."""
+    n_train = round(cfg.train_frac * n) if cfg.train_frac else cfg.train_size
+    if n_train < cfg.n_tier or n_train + cfg.val_size >= n:
+        raise ConfigError(f"{n_train} training + {cfg.val_size} validation architectures leave no held-out ones "
+                          f"in a table of {n}; lower train_size/train_frac or val_size")
+    return n_train
+
+
 class NARRun(EpochRun):
     """One seed of NAR: ``run_epoch()`` trains one epoch and validates; ``evaluate()`` scores the held-out set."""
 
@@ -162,10 +172,7 @@ class NARRun(EpochRun):
             torch.set_num_threads(cfg.threads)
         self.data = data if data is not None else load_bench(cfg.bench, cfg.table, cfg.dataset, cfg.scale_features)
         n = len(self.data)
-        n_train = round(cfg.train_frac * n) if cfg.train_frac else cfg.train_size
-        if n_train < cfg.n_tier or n_train + cfg.val_size >= n:
-            raise ConfigError(f"{n_train} training + {cfg.val_size} validation architectures leave no held-out ones "
-                              f"in a table of {n}; lower train_size/train_frac or val_size")
+        n_train = check_split(cfg, n)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).numpy()
         self.label(perm[:n_train], perm[n_train:n_train + cfg.val_size])
         self.test_idx = perm[n_train + cfg.val_size:]
