@@ -18,6 +18,18 @@ from typing import Any, Callable
 
 from trials.config import ConfigError, deep_merge, need, unflatten
 
+def search_trial_metrics() -> tuple[str, ...]:
+    """The numbers a search trial's result may carry (``raynas.trainable.SearchTrainable``): a search epoch's
+    (``trials.bilevel.search_metrics``, which each method piece extends) and the NB-201 headline
+    (``raynas.tables.nb201.nb201_headline``). What tune objectives and schedulers are checked against."""
+    from raynas.tables.nb201 import NB201_METRICS
+    from trials.bilevel import search_metrics
+
+    return search_metrics() + NB201_METRICS
+
+
+#: the names a search trial reports, derived (not listed) from where the trials build their results
+SEARCH_METRICS = search_trial_metrics()
 #: storage URI schemes pyarrow's filesystems serve (Tune's ``storage_path``)
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file")
 #: a supernet whose rough activation + weight footprint exceeds this cannot run anywhere
@@ -140,9 +152,7 @@ def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Call
     one a search trial reports. ``resolve``: ``raynas.config.resolve``."""
     check_tuned_values(exp, overrides, resolve)
     if exp.tune is not None:
-        from raynas.trainable import search_trial_metrics  # what SearchTrainable reports: the one source
-
-        reported = search_trial_metrics()
+        reported = SEARCH_METRICS
         names = [("tune.metric", exp.tune.metric)] + [("tune.objectives", o.split(":")[0])
                                                        for o in exp.tune.objectives]
         for what, name in names:

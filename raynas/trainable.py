@@ -20,34 +20,10 @@ import ray
 from ray import tune
 
 from raynas.diskfull import STATUS, full_reason, is_full
+from raynas.tables.nb201 import NB201_METRICS, nb201_headline  # noqa: F401 - NB201_METRICS: the headline's names
 from trials.epochs import Diverged, EpochRun, set_threads_from_env
 
 TRACKING_FILE = "tracking.json"
-
-#: NB201 table columns that are the headline numbers of a search on each dataset (valid, test)
-NB201_COLUMNS = {"cifar10": ("cifar10_valid", "cifar10_test"), "cifar100": ("cifar100_valid", "cifar100_test"),
-                 "imagenet16-120": ("imagenet16_valid", "imagenet16_test")}
-
-
-#: what ``nb201_headline`` adds to a search trial's result (with an ``nb201_table``)
-NB201_METRICS = ("nb201_valid", "nb201_test")
-
-
-def nb201_headline(row: dict[str, Any] | None, dataset: str) -> dict[str, float]:
-    """``nb201_valid``/``nb201_test`` of the searched dataset (CIFAR-10's for other datasets)."""
-    if not row:
-        return {}
-    valid, test = NB201_COLUMNS.get(dataset, NB201_COLUMNS["cifar10"])
-    return dict(zip(NB201_METRICS, (row.get(valid), row.get(test))))
-
-
-def search_trial_metrics() -> tuple[str, ...]:
-    """The numbers a ``SearchTrainable`` result may carry: a search epoch's (``trials.bilevel.search_metrics``)
-    and the NB-201 headline. The one list that tune objectives and schedulers are checked against."""
-    from trials.bilevel import search_metrics
-
-    return search_metrics() + NB201_METRICS
-
 
 def node() -> dict[str, str]:
     """Ray's node id and IP of this trial (empty outside Ray; never starts a Ray instance)."""

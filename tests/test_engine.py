@@ -220,18 +220,19 @@ def test_reported_numbers_are_the_declared_metrics(digits, over):
     """What a search epoch reports is what ``trials.bilevel.search_metrics`` declares (the list tune
     objectives are checked against): every number it reports is declared, and every declared number of
     the run's own and of its space is reported."""
-    from raynas.trainable import search_trial_metrics
-    from trials.bilevel import ARCH_METRICS, EPOCH_METRICS, search_metrics
+    from raynas.checks import SEARCH_METRICS, search_trial_metrics
+    from trials.bilevel import ARCH_FIELDS, ARCH_METRICS, EPOCH_METRICS, search_metrics
 
     cfg = tiny(epochs=1, **over)
     metrics = Search(cfg, digits).run_epoch()
-    numbers = set(metrics) - {"genotype", "alpha", "nb201"}  # the architecture itself and its table row
-    assert all(metrics[k] is None or isinstance(metrics[k], (int, float)) for k in numbers)
+    assert set(ARCH_FIELDS) <= set(metrics)
+    numbers = set(metrics) - set(ARCH_FIELDS)  # the architecture itself, its flags and its table row
+    assert all(metrics[k] is None or type(metrics[k]) in (int, float) for k in numbers), metrics
     assert numbers <= set(search_metrics()), numbers - set(search_metrics())
     space_arch = {m for m in ARCH_METRICS if cfg.space != "nb201" or not m.endswith("_reduce")}
     assert set(EPOCH_METRICS) | space_arch <= numbers
     assert ("mim_rec_loss" in numbers) == (cfg.method == "alphadarts")
-    assert set(search_metrics()) | {"nb201_valid", "nb201_test"} == set(search_trial_metrics())
+    assert set(search_metrics()) | {"nb201_valid", "nb201_test"} == set(search_trial_metrics()) == set(SEARCH_METRICS)
     from search_spaces.darts import DARTS_V2, genotype_stats  # the DARTS spaces' counts, with the reduce cell's
 
     assert set(genotype_stats(DARTS_V2)) | {"alpha_entropy"} == set(ARCH_METRICS)

@@ -33,6 +33,9 @@ EPOCH_METRICS = ("epoch", "lr", "train_loss", "train_acc", "arch_loss", "arch_ac
 #: the numbers ``Search.architecture_metrics`` adds: the genotype's collapse counts
 #: (``search_spaces.genotype_stats``; ``_reduce`` in DARTS spaces) and the entropy of alpha
 ARCH_METRICS = ("skip_count", "param_free_count", "skip_count_reduce", "param_free_count_reduce", "alpha_entropy")
+#: what else it adds, which is no number to optimise: the genotype, its degeneracy flag and reason, alpha, the
+#: NB-201 row of the genotype
+ARCH_FIELDS = ("genotype", "degenerate", "degenerate_reason", "alpha", "nb201")
 
 
 def search_metrics() -> tuple[str, ...]:

@@ -28,6 +28,17 @@ INSTALL_HINT = "pip install 'raynas[nb201]'"
 #: dataset -> (valid column, test column): the headline numbers of a search on that dataset
 ACCURACY_KEYS = {"cifar10": ("cifar10_valid", "cifar10_test"), "cifar100": ("cifar100_valid", "cifar100_test"),
                  "imagenet16-120": ("imagenet16_valid", "imagenet16_test")}
+#: what ``nb201_headline`` adds to a search trial's result (with an ``nb201_table``)
+NB201_METRICS = ("nb201_valid", "nb201_test")
+
+
+def nb201_headline(row: dict[str, Any] | None, dataset: str) -> dict[str, float]:
+    """``nb201_valid``/``nb201_test`` of the searched dataset (CIFAR-10's for other datasets)."""
+    if not row:
+        return {}
+    valid, test = ACCURACY_KEYS.get(dataset, ACCURACY_KEYS["cifar10"])
+    return dict(zip(NB201_METRICS, (row.get(valid), row.get(test))))
+
 
 
 class TableError(ValueError):
