@@ -161,7 +161,7 @@ def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Call
 
 
 #: set (``devices_on_cluster``) when a command joins a cluster (``--address``): a trial's GPU is a worker's,
-#: which the driver may not have, so ``cuda`` is checked against the cluster (``check_cluster_gpus``)
+#: which the driver may not have, so ``cuda`` is checked against the cluster (``cluster.check_cluster_gpus``)
 _ON_CLUSTER = False
 
 
@@ -220,25 +220,3 @@ def check_model(cfg: Any) -> None:
          f"large (~{(activations + weights) / 2 ** 40:.0f} TiB); use sizes of the papers' order (C 16, 8 layers, "
          "batch 64)")
 
-
-def check_cluster_gpus(address: str, devices: set[str], gpus_per_trial: float) -> None:
-    """Joined to the cluster at ``address``: trials on ``cuda`` ask Ray for a GPU (Ray gives a trial only the
-    GPUs it asked for) and the cluster has that many; one line otherwise, before anything is written."""
-    import ray
-
-    cuda = sorted(d for d in devices if d.startswith("cuda"))
-    if not cuda:
-        return
-    from raynas.cluster import init_ray
-
-    init_ray(address)
-    have = float(ray.cluster_resources().get("GPU", 0))
-    need(have > 0, f"device {cuda[0]}: the Ray cluster at {address} has no GPU; use device auto or cpu, or add GPU "
-                   "workers")
-    need(gpus_per_trial > 0, f"device {cuda[0]} on a cluster needs a GPU per trial (resources.gpu / --gpus > 0): "
-                             "Ray places a trial on a GPU only when it asks for one")
-    need(gpus_per_trial <= have, f"{gpus_per_trial:g} GPUs per trial but the Ray cluster at {address} has "
-                                 f"{have:g}")
-    wanted = max(int(d.partition(":")[2] or 0) for d in cuda)
-    need(wanted < max(gpus_per_trial, 1),
-         f"device cuda:{wanted}: a trial sees only the {gpus_per_trial:g} GPU(s) Ray gives it, from cuda:0; use cuda")

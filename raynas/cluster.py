@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from raynas.config import ConfigError
+from raynas.config import ConfigError, need
 
 
 def init_ray(address: str | None = None) -> None:
@@ -194,3 +194,24 @@ def check_cluster(address: str | None, storage_path: str, tracking_uri: str | No
         for marker in markers:
             for f in marker.parent.glob(f"{marker.name}*"):
                 f.unlink(missing_ok=True)
+
+
+def check_cluster_gpus(address: str, devices: set[str], gpus_per_trial: float) -> None:
+    """Joined to the cluster at ``address``: trials on ``cuda`` ask Ray for a GPU (Ray gives a trial only the
+    GPUs it asked for) and the cluster has that many; one line otherwise, before anything is written."""
+    import ray
+
+    cuda = sorted(d for d in devices if d.startswith("cuda"))
+    if not cuda:
+        return
+    init_ray(address)
+    have = float(ray.cluster_resources().get("GPU", 0))
+    need(have > 0, f"device {cuda[0]}: the Ray cluster at {address} has no GPU; use device auto or cpu, or add GPU "
+                   "workers")
+    need(gpus_per_trial > 0, f"device {cuda[0]} on a cluster needs a GPU per trial (resources.gpu / --gpus > 0): "
+                             "Ray places a trial on a GPU only when it asks for one")
+    need(gpus_per_trial <= have, f"{gpus_per_trial:g} GPUs per trial but the Ray cluster at {address} has "
+                                 f"{have:g}")
+    wanted = max(int(d.partition(":")[2] or 0) for d in cuda)
+    need(wanted < max(gpus_per_trial, 1),
+         f"device cuda:{wanted}: a trial sees only the {gpus_per_trial:g} GPU(s) Ray gives it, from cuda:0; use cuda")

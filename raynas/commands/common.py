@@ -107,7 +107,7 @@ def check_cluster_devices(address: str | None, exp: Any) -> None:
     """With ``--address``: the cluster has the GPUs the trials' ``cuda`` devices ask for (one line if not)."""
     if not address:
         return
-    from raynas.checks import check_cluster_gpus
+    from raynas.cluster import check_cluster_gpus
     from raynas.config import resolve
     from raynas.experiment import trial_overrides
 

@@ -85,7 +85,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             raise ConfigError(f"{gpus} GPUs per trial requested but {torch.cuda.device_count()} are visible")
     uri = _tracking_uri(args, genotypes[0][2])
     if args.address:
-        from raynas.checks import check_cluster_gpus, devices_on_cluster
+        from raynas.checks import devices_on_cluster
+        from raynas.cluster import check_cluster_gpus
 
         devices_on_cluster()
         check_cluster_gpus(args.address, {str(overrides.get("device", "auto"))}, gpus)
