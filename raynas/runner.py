@@ -49,6 +49,11 @@ def summarise(result: Any) -> dict[str, Any]:
         "config": result.config,
         "path": result.path,
     }
+    if m.get("seeds") is not None:  # a seed group (raynas.seeds): every seed's result and the aggregates
+        from raynas.objectives import END_ONLY, NB201
+        entry["seeds"] = m["seeds"]
+        entry["final"].update({k: v for k, v in m.items() if k in END_ONLY + NB201
+                               or k.endswith(("_mean", "_std", "_worst"))})
     if result.error:
         entry["error"] = str(result.error).strip().splitlines()[-1][:500]
     elif m.get("error"):
@@ -61,22 +66,9 @@ def _objective(exp: ExperimentConfig) -> tuple[str, str]:
 
 
 def search_alg(exp: ExperimentConfig, out: Path) -> Any:
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
+    from raynas.study import search_alg as study_search
 
-    t = exp.tune
-    storage = optuna.storages.RDBStorage(t.storage or f"sqlite:///{out / 'optuna.db'}",
-                                         engine_kwargs={"connect_args": {"timeout": 60}})
-    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=t.seed),
-                "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=t.seed),
-                "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=t.seed)}
-    if t.objectives:
-        metric = [o.split(":")[0] for o in t.objectives]
-        mode = [o.split(":")[1] for o in t.objectives]
-    else:
-        metric, mode = t.metric, t.mode
-    return OptunaSearch(sampler=samplers[t.sampler](), storage=storage, study_name=t.study_name or exp.name,
-                        metric=metric, mode=mode)
+    return study_search(exp, out)
 
 
 def tracking_uri(exp: ExperimentConfig) -> str | None:
@@ -112,10 +104,17 @@ def start_tracking(exp: ExperimentConfig, out: Path, yaml_text: str | None,
 
 
 def _trainable(exp: ExperimentConfig, tracking: dict[str, Any] | None = None) -> Any:
+    """The search trainable, or a seed group's (``raynas.seeds``); with an objective known only at a
+    group's end, Tune is told not to require it in every epoch's result (its documented switch)."""
     from ray import tune
 
+    from raynas.objectives import grouped
     from raynas.trainable import SearchTrainable
 
+    if grouped(exp):  # k seeds per Optuna trial and/or end-of-search objectives
+        from raynas.seeds import trainable as seeds_trainable
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+        return seeds_trainable(exp, tracking)
     trainable = tune.with_parameters(SearchTrainable, tracking=tracking)
     return tune.with_resources(trainable, {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
 
@@ -133,7 +132,8 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
                    yaml_text: str | None = None, verbose: int = 1) -> dict[str, Any]:
     """Run every trial of ``exp`` with ``tune.Tuner``; write and return ``summary.json``."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+
+    from raynas.objectives import grouped
 
     out = Path(out).resolve()
     check_cluster(address, exp.storage_path or str(out / "ray_results"), tracking_uri(exp))
@@ -142,24 +142,44 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
     (out / STATE_FILE).write_text(json.dumps({"experiment": dataclasses.asdict(exp), "yaml": yaml_text,
                                               "tracking": tracking}, indent=2))
     init_ray(address)
-    metric, mode = _objective(exp)
-    scheduler = None
-    if exp.scheduler.type == "asha":
-        max_t = max(resolve(o).epochs for o in trial_overrides(exp))
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
-                                  grace_period=exp.scheduler.grace_period,
-                                  reduction_factor=exp.scheduler.reduction_factor)
     tune_config = tune.TuneConfig(
         search_alg=search_alg(exp, out) if exp.tune is not None else None,
-        scheduler=scheduler,
+        scheduler=_scheduler(exp),
         num_samples=exp.tune.num_samples if exp.tune is not None else 1,
         max_concurrent_trials=(exp.tune.max_concurrent_trials if exp.tune is not None
                                else exp.max_concurrent_trials or None),
-        reuse_actors=True,
+        reuse_actors=not grouped(exp),
         trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
-    tuner = tune.Tuner(_trainable(exp, tracking), param_space=param_space(exp), tune_config=tune_config,
+    space = param_space(exp)
+    if grouped(exp):  # the trial's seeds are the group's (raynas.seeds), not an Optuna parameter
+        from raynas.objectives import trial_seeds
+        space["seed"] = trial_seeds(exp)[0]
+    tuner = tune.Tuner(_trainable(exp, tracking), param_space=space, tune_config=tune_config,
                        run_config=_run_config(exp, out, verbose))
     return write_summary(tuner.fit(), exp, out, tracking)
+
+
+def _scheduler(exp: ExperimentConfig) -> Any:
+    """ASHA or HyperBand over training iterations, on ``scheduler.metric`` (else the objective); the
+    checks in ``raynas.objectives`` guarantee it is a number every epoch reports."""
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+
+    from raynas.objectives import grouped, needs_proxy
+
+    if exp.scheduler.type == "fifo":
+        return None
+    metric, mode = _objective(exp)
+    if exp.scheduler.metric is not None:
+        metric = exp.scheduler.metric
+        mode = "min" if metric.endswith("_loss") else "max"
+    max_t = max(resolve(o).epochs for o in trial_overrides(exp))
+    if grouped(exp) and needs_proxy(exp.tune):
+        max_t += exp.proxy.epochs
+    if exp.scheduler.type == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
+                                  reduction_factor=exp.scheduler.reduction_factor)
+    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
+                         grace_period=exp.scheduler.grace_period, reduction_factor=exp.scheduler.reduction_factor)
 
 
 def _run_config(exp: ExperimentConfig, out: Path, verbose: int = 1) -> Any:

@@ -67,7 +67,7 @@ tune:
     ("tune: {space: {arch.lr: {type: float, low: 0, high: 1, log: true}}}", "log scale needs low > 0"),
     ("fixed: {mim: {mask_ratio: 1.5}}", "mim.mask_ratio must be in (0, 1)"),
     ("fixed: {optim: {lr: -1}}", "optim.lr must be > 0"),
-    ("scheduler: {type: pbt}", "scheduler.type must be fifo or asha"),
+    ("scheduler: {type: pbt}", "scheduler.type must be one of fifo, asha, hyperband"),
     ("resources: {cpu: 0}", "resources.cpu must be > 0"),
     ("grid: {method: darts}", "grid.method: expected a list"),
     ("gird: {method: [darts]}", "did you mean grid?"),
