@@ -40,11 +40,11 @@ class ProxyConfig:
     epochs: int = 20
     channels: int = 16
     layers: int | None = None        # None: 8 cells (DARTS spaces), N=5 per stage (NB-201's own network)
-    batch: int = 96
-    lr: float = 0.025
+    batch: int | None = None         # None: the space's retrain recipe (96 DARTS spaces, 256 NB-201)
+    lr: float | None = None          # None: the recipe's (0.025 DARTS spaces, 0.1 NB-201), cosine over `epochs`
     cutout: int = 0
     subset: float = 1.0              # fraction of the train split (a fixed subset, the same for every trial)
-    weight_decay: float = 3e-4
+    weight_decay: float | None = None  # None: the recipe's (3e-4 DARTS spaces, 5e-4 NB-201)
     max_steps_per_epoch: int | None = None  # caps for smoke runs
     eval_batches: int | None = None
 
@@ -55,10 +55,12 @@ def proxy_overrides(proxy: ProxyConfig, space: str, genotype: str, search_cfg: A
     layers = proxy.layers if proxy.layers is not None else (5 if space == "nb201" else 8)
     over = {"space": space, "genotype": genotype, "dataset": search_cfg.dataset, "data_dir": search_cfg.data_dir,
             "download": search_cfg.download, "seed": search_cfg.seed, "device": search_cfg.device,
-            "epochs": proxy.epochs, "channels": proxy.channels, "layers": layers, "batch_size": proxy.batch,
-            "lr": proxy.lr, "cutout": proxy.cutout, "subset": proxy.subset, "weight_decay": proxy.weight_decay,
-            "auxiliary": False, "drop_path_prob": 0.0, "max_steps_per_epoch": proxy.max_steps_per_epoch,
-            "eval_batches": proxy.eval_batches}
+            "epochs": proxy.epochs, "channels": proxy.channels, "layers": layers, "cutout": proxy.cutout,
+            "subset": proxy.subset, "auxiliary": False, "drop_path_prob": 0.0,
+            "max_steps_per_epoch": proxy.max_steps_per_epoch, "eval_batches": proxy.eval_batches}
+    for key, value in (("batch_size", proxy.batch), ("lr", proxy.lr), ("weight_decay", proxy.weight_decay)):
+        if value is not None:
+            over[key] = value
     return over
 
 

@@ -141,7 +141,10 @@ def write_plots(study: Any, out_dir: Path) -> list[Path]:
     import optuna
     from optuna.visualization import matplotlib as vis
 
+    import warnings
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     out_dir.mkdir(parents=True, exist_ok=True)
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None

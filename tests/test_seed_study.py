@@ -1,0 +1,117 @@
+"""A seed-robust Optuna study end to end (slow): 4 trials x 2 seeds through ``raynas run`` with real Ray,
+a real Optuna RDB and a real MLflow store; Optuna's values are recomputed from the seeds' MLflow runs,
+``proxy_acc`` is checked against ``raynas retrain``, and ``raynas study`` reads the study back."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raynas.objectives import aggregate
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+RECIPE = {"epochs": 1, "channels": 4, "layers": 1, "batch": 32, "max_steps_per_epoch": 2, "eval_batches": 2,
+          "subset": 0.5}
+EXPERIMENT = f"""
+name: seedstudy
+grid: {{method: [darts], space: [nb201], dataset: [digits], seed: [3]}}
+fixed: {{epochs: 1, batch_size: 16, max_steps_per_epoch: 2, eval_batches: 1, device: cpu, model: {{C: 4, layers: 1}}}}
+proxy: {json.dumps(RECIPE)}
+tune:
+  metric: proxy_acc
+  num_samples: 4
+  max_concurrent_trials: 2
+  seeds_per_trial: 2
+  aggregate: mean_minus_std
+  risk: 0.5
+  study_name: robust
+  enqueue: [{{arch.lr: 3.0e-4}}]
+  space:
+    arch.lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}
+resources: {{cpu: 0.5}}
+"""
+
+
+def raynas(*args, cwd=None):
+    return subprocess.run([str(BIN / "raynas"), *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=900, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("seedstudy")
+    (tmp / "exp.yaml").write_text(EXPERIMENT)
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    p = raynas("run", tmp / "exp.yaml", "--out", tmp / "out", "--tracking-uri", uri, cwd=tmp)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return tmp, uri
+
+
+def test_optuna_values_are_the_aggregate_of_the_seeds_mlflow_runs(study_run):
+    import mlflow
+    import optuna
+
+    tmp, uri = study_run
+    study = optuna.load_study(study_name="robust", storage=f"sqlite:///{tmp / 'out' / 'optuna.db'}")
+    assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert study.trials[0].params["arch/lr"] == pytest.approx(3.0e-4)  # the enqueued config ran first
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("seedstudy")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    kind = {r.info.run_id: r.data.tags.get("raynas.kind") for r in runs}
+    parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
+    trial_runs = [r for r in runs if kind[r.info.run_id] == "optuna_trial"]
+    assert len(trial_runs) == 4
+    for ot in study.trials:
+        lr = ot.params["arch/lr"]
+        (tr,) = [r for r in trial_runs if float(r.data.params["arch.lr"]) == lr]
+        seeds = [r for r in runs if parent[r.info.run_id] == tr.info.run_id]
+        assert sorted(kind[s.info.run_id] for s in seeds) == ["seed_search", "seed_search"]
+        assert sorted(int(s.data.params["seed"]) for s in seeds) == [3, 4]
+        proxies = []
+        for s in seeds:
+            (px,) = [r for r in runs if parent[r.info.run_id] == s.info.run_id]
+            assert kind[px.info.run_id] == "proxy" and px.data.tags["raynas.search_run_id"] == s.info.run_id
+            assert px.data.metrics["proxy_acc"] == px.data.metrics["test_acc"] == s.data.metrics["proxy_acc"]
+            assert px.data.tags["genotype"] == s.data.tags["genotype"]
+            proxies.append(px.data.metrics["proxy_acc"])
+        expected = aggregate(proxies, "mean_minus_std", 0.5, "max")
+        assert ot.value == pytest.approx(expected["value"], abs=1e-9)
+        assert tr.data.metrics["proxy_acc_mean"] == pytest.approx(expected["mean"], abs=1e-9)
+        assert tr.data.metrics["proxy_acc_std"] == pytest.approx(expected["std"], abs=1e-9)
+        assert tr.data.metrics["proxy_acc_worst"] == pytest.approx(expected["worst"], abs=1e-9)
+
+
+def test_proxy_acc_equals_raynas_retrain_of_the_same_genotype_seed_and_recipe(study_run):
+    tmp, uri = study_run
+    trials = json.loads((tmp / "out" / "summary.json").read_text())["trials"]
+    seed = trials[0]["seeds"][1]
+    p = raynas("retrain", "--genotype", seed["genotype"], "--space", "nb201", "--dataset", "digits", "--seeds",
+               seed["seed"], "--epochs", RECIPE["epochs"], "--out", tmp / "retrain", "--tracking-uri", "none",
+               "--set", f"channels={RECIPE['channels']}", "--set", f"layers={RECIPE['layers']}",
+               "--set", f"batch_size={RECIPE['batch']}", "--set", f"max_steps_per_epoch={RECIPE['max_steps_per_epoch']}",
+               "--set", f"eval_batches={RECIPE['eval_batches']}", "--set", f"subset={RECIPE['subset']}",
+               "--set", "device=cpu", cwd=tmp)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    (retrained,) = json.loads((tmp / "retrain" / "retrain_summary.json").read_text())["trials"]
+    assert retrained["test_acc"] == seed["proxy_acc"]
+    assert retrained["params_m"] == pytest.approx(seed["params"])
+
+
+def test_raynas_study_prints_best_trials_and_writes_plots_onto_the_parent_run(study_run):
+    import mlflow
+
+    tmp, uri = study_run
+    p = raynas("study", tmp / "out", "--out", tmp / "plots", cwd=tmp)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "best trials" in p.stdout and "arch/lr" in p.stdout and "importance" in p.stdout
+    pngs = sorted(f.name for f in (tmp / "plots").glob("*.png"))
+    assert pngs == ["optimization_history.png", "parallel_coordinate.png", "param_importances.png"]
+    parent = json.loads((tmp / "out" / "summary.json").read_text())["tracking"]["parent_run_id"]
+    arts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(parent, "study")}
+    assert arts == {f"study/{n}" for n in pngs}
