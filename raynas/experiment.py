@@ -39,7 +39,7 @@ class TuneBlock:
     seeds_per_trial: int = 1         # k searches per Optuna trial, in parallel (raynas.seeds)
     aggregate: str = "mean"          # mean | worst | mean_minus_std: what of the k seeds Optuna sees
     risk: float = 1.0                # lambda of mean_minus_std
-    enqueue: list[dict] = field(default_factory=list)  # known-good configs (dotted keys) Optuna tries first
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # known-good configs (dotted keys) Optuna tries first
     pruner: str | None = None        # rejected: OptunaSearch runs no Optuna pruner (use scheduler asha)
 
 

@@ -222,7 +222,13 @@ def check_enqueue(exp: ExperimentConfig) -> None:
             if spec["type"] == "categorical":
                 if value not in spec["choices"]:
                     raise ConfigError(f"tune.enqueue[{i}].{key}: {value!r} is not one of {spec['choices']}")
-            elif not isinstance(value, (int, float)) or isinstance(value, bool) or not spec["low"] <= value <= spec["high"]:
+                continue
+            if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
+                try:
+                    value = point[key] = float(value)
+                except ValueError:
+                    pass
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not spec["low"] <= value <= spec["high"]:
                 raise ConfigError(f"tune.enqueue[{i}].{key}: {value!r} is outside [{spec['low']}, {spec['high']}]")
 
 
