@@ -155,7 +155,7 @@ def check_objectives(exp: ExperimentConfig) -> None:
             raise ConfigError(f"no trial reports {metric}: it needs space nb201 and fixed.nb201_table (a table path)")
         if metric not in available:
             raise ConfigError(f"no trial reports objective {metric!r}; valid: {', '.join(available)}")
-    if len(exp.grid.seed) > 1 and len(exp.grid.seed) != t.seeds_per_trial:
+    if t.seeds_per_trial > 1 and len(exp.grid.seed) > 1 and len(exp.grid.seed) != t.seeds_per_trial:
         raise ConfigError(f"grid.seed lists {len(exp.grid.seed)} seeds but tune.seeds_per_trial is "
                           f"{t.seeds_per_trial}: give one base seed or exactly seeds_per_trial seeds")
     if grouped(exp) and exp.fixed.get("collapse_skip") is not None:
