@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ray.tune.search.optuna import OptunaSearch
+
 from raynas.config import ConfigError
 from raynas.objectives import enqueue_params, objective_specs
 
@@ -30,25 +32,25 @@ def _storage(url: str) -> Any:
     return optuna.storages.RDBStorage(url, **kwargs)
 
 
+class StudySearch(OptunaSearch):
+    """OptunaSearch that tolerates results without the objective (a seed group's epochs before its
+    proxy retrain ends): Optuna is told intermediate values only when there is one, and a trial that
+    ends without its objective is PRUNED (stopped by the scheduler) or FAIL (an error)."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, str) and result.get(self.metric) is None:
+            return
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and isinstance(self.metric, list) and any(result.get(m) is None for m in self.metric):
+            result = None
+        super().on_trial_complete(trial_id, result, error)
+
+
 def search_alg(exp: Any, out: Path) -> Any:
     """Ray Tune's OptunaSearch on the study's RDB, with ``tune.enqueue`` queued first."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    class StudySearch(OptunaSearch):
-        """OptunaSearch that tolerates results without the objective (a seed group's epochs before its
-        proxy retrain ends): Optuna is told intermediate values only when there is one, and a trial that
-        ends without its objective is PRUNED (stopped by the scheduler) or FAIL (an error)."""
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if isinstance(self.metric, str) and result.get(self.metric) is None:
-                return
-            super().on_trial_result(trial_id, result)
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if result and isinstance(self.metric, list) and any(result.get(m) is None for m in self.metric):
-                result = None
-            super().on_trial_complete(trial_id, result, error)
 
     t = exp.tune
     storage = _storage(storage_url(exp, out))
