@@ -115,3 +115,73 @@ def test_raynas_study_prints_best_trials_and_writes_plots_onto_the_parent_run(st
     parent = json.loads((tmp / "out" / "summary.json").read_text())["tracking"]["parent_run_id"]
     arts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(parent, "study")}
     assert arts == {f"study/{n}" for n in pngs}
+
+
+def test_killed_driver_resumes_the_study_without_rerunning_finished_seeds(tmp_path):
+    import signal
+    import time
+
+    import mlflow
+    import optuna
+    import torch
+
+    from raynas.config import resolve
+    from raynas.data import load_dataset
+    from raynas.objectives import ProxyConfig
+    from raynas.proxy import SeedRun
+
+    text = (EXPERIMENT.replace("name: seedstudy", "name: resumed").replace("epochs: 1, batch_size", "epochs: 2, batch_size")
+            .replace('"epochs": 1', '"epochs": 2').replace("num_samples: 4", "num_samples: 3")
+            .replace("max_concurrent_trials: 2", "max_concurrent_trials: 1"))
+    (tmp_path / "exp.yaml").write_text(text)
+    out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen([str(BIN / "raynas"), "run", str(tmp_path / "exp.yaml"), "--out", str(out),
+                             "--tracking-uri", uri], env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def results():
+        return {f.parent.name: [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+                for f in (out / "ray_results" / "resumed").glob("*/result.json")}
+
+    try:
+        end = time.time() + 600
+        while time.time() < end:
+            r = results()
+            done = [k for k, v in r.items() if v and v[-1].get("done")]
+            running = [k for k, v in r.items() if v and not v[-1].get("done")]
+            if done and running:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("timed out waiting for one finished trial and one running")
+        finished_lines = len(results()[done[0]])
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    p = raynas("resume", out, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert len(results()[done[0]]) == finished_lines  # the finished trial (both seeds) is not rerun
+    study = optuna.load_study(study_name="robust", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    trials = json.loads((out / "summary.json").read_text())["trials"]
+    assert len(trials) == 3 and all(t["status"] == "completed" for t in trials)
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("resumed").experiment_id], max_results=1000)
+    kinds = [r.data.tags.get("raynas.kind") for r in runs]
+    assert kinds.count("optuna_trial") == 3 and kinds.count("seed_search") == 6 and kinds.count("proxy") == 6
+    # every seed, the interrupted ones included, equals the same seed run without stopping
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        recipe = ProxyConfig(**{**RECIPE, "epochs": 2})
+        for t in trials:
+            for s in t["seeds"]:
+                cfg = resolve({**{k: v for k, v in t["config"].items()}, "seed": s["seed"]})
+                run = SeedRun(cfg, load_dataset("digits"), None, recipe)
+                while not run.done:
+                    run.run_epoch()
+                assert run.final["proxy_acc"] == s["proxy_acc"] and run.genotype_text == s["genotype"]
+    finally:
+        torch.set_num_threads(threads)
