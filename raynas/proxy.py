@@ -140,7 +140,7 @@ class SeedWorker:
 
             t, c = self.tracking, self.cfg
             base = {"method": c.method, "space": c.space, "dataset": c.dataset, "seed": c.seed,
-                    "raynas.trial_id": self.trial_id, "raynas.seed_index": self.index}
+                    "raynas.group_trial_id": self.trial_id, "raynas.seed_index": self.index}
             if kind == "search":
                 name, params, parent = f"seed{c.seed}/{c.method}/{c.space}/{c.dataset}", flatten(c.to_dict()), self.parent
                 tags = {**base, "raynas.kind": "seed_search", "raynas.trial_run_id": self.parent or ""}
@@ -153,9 +153,29 @@ class SeedWorker:
                         "raynas.trial_run_id": self.parent or "", "genotype": pc.genotype}
             self.trackers[kind] = TrialTracker(
                 t["uri"], t["experiment"], name, parent_run_id=parent, params=params, tags=tags,
-                run_id=self.refs[kind], pending_dir=Path(t["pending_root"]) / f"{self.trial_id}_seed{self.index}",
+                run_id=self.refs[kind] or self._find(tags["raynas.kind"]), pending_dir=Path(t["pending_root"]) / f"{self.trial_id}_seed{self.index}",
                 artifact_root=t.get("artifact_root"))
         return self.trackers[kind]
+
+    def _find(self, kind: str) -> str | None:
+        """This seed's run of an earlier attempt of the trial (restarted without a checkpoint), so a
+        restart continues it rather than adding a second run (as ``find_trial_run`` does for trials)."""
+        from raynas.tracking.store import client, is_http, probe
+
+        t = self.tracking
+        try:
+            if is_http(t["uri"]) and not probe(t["uri"]):
+                return None
+            exp = client(t["uri"]).get_experiment_by_name(t["experiment"])
+            if exp is None:
+                return None
+            query = (f"tags.`raynas.group_trial_id` = '{self.trial_id}' AND tags.`raynas.seed_index` = '{self.index}'"
+                     f" AND tags.`raynas.kind` = '{kind}'")
+            runs = client(t["uri"]).search_runs([exp.experiment_id], query, max_results=1,
+                                                order_by=["attributes.start_time DESC"])
+        except Exception:  # noqa: BLE001 - a lookup must not kill the seed; a new run is created instead
+            return None
+        return runs[0].info.run_id if runs else None
 
     def step(self) -> dict[str, Any]:
         """One epoch of this seed (search or proxy), logged; the trial gets the ``KEEP`` keys."""
