@@ -223,6 +223,8 @@ def check_enqueue(exp: ExperimentConfig) -> None:
                 if value not in spec["choices"]:
                     raise ConfigError(f"tune.enqueue[{i}].{key}: {value!r} is not one of {spec['choices']}")
                 continue
+            if "low" not in spec or "high" not in spec:  # a kind of parameter with no range (checked where it is defined)
+                continue
             if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
                 try:
                     value = point[key] = float(value)
