@@ -1,11 +1,15 @@
 """A seed-robust Optuna study end to end (slow): 4 trials x 2 seeds through ``raynas run`` with real Ray,
-a real Optuna RDB and a real MLflow store; Optuna's values are recomputed from the seeds' MLflow runs,
-``proxy_acc`` is checked against ``raynas retrain``, and ``raynas study`` reads the study back."""
+a real Optuna RDB and a real MLflow store, its driver killed mid-study and ``raynas resume`` finishing it;
+Optuna's values are recomputed from the seeds' MLflow runs, every seed equals the same seed run without
+stopping, ``proxy_acc`` is checked against ``raynas retrain``, and ``raynas study`` reads the study back.
+One study serves every test (about 4 minutes on 2 busy cores)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,12 +19,12 @@ from raynas.objectives import aggregate
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-RECIPE = {"epochs": 1, "channels": 4, "layers": 1, "batch": 32, "max_steps_per_epoch": 2, "eval_batches": 2,
+RECIPE = {"epochs": 2, "channels": 4, "layers": 1, "batch": 32, "max_steps_per_epoch": 2, "eval_batches": 2,
           "subset": 0.5}
 EXPERIMENT = f"""
 name: seedstudy
 grid: {{method: [darts], space: [nb201], dataset: [digits], seed: [3]}}
-fixed: {{epochs: 1, batch_size: 16, max_steps_per_epoch: 2, eval_batches: 1, device: cpu, model: {{C: 4, layers: 1}}}}
+fixed: {{epochs: 2, batch_size: 16, max_steps_per_epoch: 2, eval_batches: 1, device: cpu, model: {{C: 4, layers: 1}}}}
 proxy: {json.dumps(RECIPE)}
 tune:
   metric: proxy_acc
@@ -42,21 +46,48 @@ def raynas(*args, cwd=None):
                           timeout=900, cwd=cwd)
 
 
+def results(out):
+    """Each trial's reported results (result.json lines), keyed by trial directory."""
+    return {f.parent.name: [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+            for f in (out / "ray_results" / "seedstudy").glob("*/result.json")}
+
+
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
+    """The study, its driver killed (with the local Ray it started) once one trial has finished and
+    another is between epochs, then resumed."""
     tmp = tmp_path_factory.mktemp("seedstudy")
     (tmp / "exp.yaml").write_text(EXPERIMENT)
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    p = raynas("run", tmp / "exp.yaml", "--out", tmp / "out", "--tracking-uri", uri, cwd=tmp)
+    out, uri = tmp / "out", f"sqlite:///{tmp / 'mlflow.db'}"
+    proc = subprocess.Popen([str(BIN / "raynas"), "run", str(tmp / "exp.yaml"), "--out", str(out), "--tracking-uri",
+                             uri], env=ENV, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        end = time.time() + 600
+        while time.time() < end:
+            r = results(out)
+            done = [k for k, v in r.items() if v and v[-1].get("done")]
+            if done and any(v and not v[-1].get("done") for v in r.values()):
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("timed out waiting for one finished trial and one running")
+        finished = {k: len(v) for k, v in results(out).items() if v and v[-1].get("done")}
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    p = raynas("resume", out, cwd=tmp)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return tmp, uri
+    return tmp, uri, finished
 
 
 def test_optuna_values_are_the_aggregate_of_the_seeds_mlflow_runs(study_run):
     import mlflow
     import optuna
 
-    tmp, uri = study_run
+    tmp, uri, _ = study_run
     study = optuna.load_study(study_name="robust", storage=f"sqlite:///{tmp / 'out' / 'optuna.db'}")
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert study.trials[0].params["arch/lr"] == pytest.approx(3.0e-4)  # the enqueued config ran first
@@ -88,7 +119,7 @@ def test_optuna_values_are_the_aggregate_of_the_seeds_mlflow_runs(study_run):
 
 
 def test_proxy_acc_equals_raynas_retrain_of_the_same_genotype_seed_and_recipe(study_run):
-    tmp, uri = study_run
+    tmp, uri, _ = study_run
     trials = json.loads((tmp / "out" / "summary.json").read_text())["trials"]
     seed = trials[0]["seeds"][1]
     p = raynas("retrain", "--genotype", seed["genotype"], "--space", "nb201", "--dataset", "digits", "--seeds",
@@ -106,7 +137,7 @@ def test_proxy_acc_equals_raynas_retrain_of_the_same_genotype_seed_and_recipe(st
 def test_raynas_study_prints_best_trials_and_writes_plots_onto_the_parent_run(study_run):
     import mlflow
 
-    tmp, uri = study_run
+    tmp, uri, _ = study_run
     p = raynas("study", tmp / "out", "--out", tmp / "plots", cwd=tmp)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "best trials" in p.stdout and "arch/lr" in p.stdout and "importance" in p.stdout
@@ -117,11 +148,8 @@ def test_raynas_study_prints_best_trials_and_writes_plots_onto_the_parent_run(st
     assert arts == {f"study/{n}" for n in pngs}
 
 
-def test_killed_driver_resumes_the_study_without_rerunning_finished_seeds(tmp_path):
-    import signal
-    import time
 
-    import mlflow
+def test_resume_finished_the_study_without_rerunning_a_seed_or_losing_a_trial(study_run):
     import optuna
     import torch
 
@@ -130,56 +158,20 @@ def test_killed_driver_resumes_the_study_without_rerunning_finished_seeds(tmp_pa
     from raynas.objectives import ProxyConfig
     from raynas.proxy import SeedRun
 
-    text = (EXPERIMENT.replace("name: seedstudy", "name: resumed").replace("epochs: 1, batch_size", "epochs: 2, batch_size")
-            .replace('"epochs": 1', '"epochs": 2').replace("num_samples: 4", "num_samples: 3")
-            .replace("max_concurrent_trials: 2", "max_concurrent_trials: 1"))
-    (tmp_path / "exp.yaml").write_text(text)
-    out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = subprocess.Popen([str(BIN / "raynas"), "run", str(tmp_path / "exp.yaml"), "--out", str(out),
-                             "--tracking-uri", uri], env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def results():
-        return {f.parent.name: [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-                for f in (out / "ray_results" / "resumed").glob("*/result.json")}
-
-    try:
-        end = time.time() + 600
-        while time.time() < end:
-            r = results()
-            done = [k for k, v in r.items() if v and v[-1].get("done")]
-            running = [k for k, v in r.items() if v and not v[-1].get("done")]
-            if done and running:
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError("timed out waiting for one finished trial and one running")
-        finished_lines = len(results()[done[0]])
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    p = raynas("resume", out, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert len(results()[done[0]]) == finished_lines  # the finished trial (both seeds) is not rerun
+    tmp, uri, finished = study_run
+    out = tmp / "out"
+    assert finished and all(len(results(out)[k]) == n for k, n in finished.items())  # not rerun
     study = optuna.load_study(study_name="robust", storage=f"sqlite:///{out / 'optuna.db'}")
-    assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert len(study.trials) == 4  # no duplicate, no lost Optuna trial
     trials = json.loads((out / "summary.json").read_text())["trials"]
-    assert len(trials) == 3 and all(t["status"] == "completed" for t in trials)
-    client = mlflow.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("resumed").experiment_id], max_results=1000)
-    kinds = [r.data.tags.get("raynas.kind") for r in runs]
-    assert kinds.count("optuna_trial") == 3 and kinds.count("seed_search") == 6 and kinds.count("proxy") == 6
-    # every seed, the interrupted ones included, equals the same seed run without stopping
+    assert len(trials) == 4 and all(t["status"] == "completed" for t in trials)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # as the 0.5-CPU seed actors
     try:
-        recipe = ProxyConfig(**{**RECIPE, "epochs": 2})
-        for t in trials:
+        for t in trials:  # every seed, the interrupted ones included, equals the same seed run without stopping
             for s in t["seeds"]:
-                cfg = resolve({**{k: v for k, v in t["config"].items()}, "seed": s["seed"]})
-                run = SeedRun(cfg, load_dataset("digits"), None, recipe)
+                run = SeedRun(resolve({**t["config"], "seed": s["seed"]}), load_dataset("digits"), None,
+                              ProxyConfig(**RECIPE))
                 while not run.done:
                     run.run_epoch()
                 assert run.final["proxy_acc"] == s["proxy_acc"] and run.genotype_text == s["genotype"]
