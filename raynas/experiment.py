@@ -26,7 +26,7 @@ class GridConfig:
 @dataclass
 class TuneBlock:
     """The outer search: Optuna over any config field, run by Ray Tune's OptunaSearch."""
-    metric: str = "valid_acc"        # valid_acc | nb201_test | nb201_valid | any reported metric
+    metric: str = "valid_acc"        # raynas.objectives: valid_acc, nb201_test, proxy_acc, params, flops, ...
     mode: str = "max"
     num_samples: int = 8
     max_concurrent_trials: int = 2
