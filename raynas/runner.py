@@ -257,6 +257,12 @@ def objective_value(trial: dict[str, Any], metric: str) -> float | None:
     return None
 
 
+def _seed_genotypes(trial: dict[str, Any]) -> str:
+    """A seed group's genotypes, one per seed (``-`` when there are none)."""
+    genos = [s.get("genotype") or "-" for s in trial.get("seeds") or []]
+    return " ; ".join(genos) if genos else "-"
+
+
 def print_table(trials: list[dict[str, Any]], metric: str, mode: str) -> None:
     """All trials, best first by the objective."""
     def key(t: dict[str, Any]) -> float:
@@ -269,4 +275,4 @@ def print_table(trials: list[dict[str, Any]], metric: str, mode: str) -> None:
         v = objective_value(t, metric)
         value = "-" if v is None else f"{v:.2f}"
         print(f"{t['method']:<11}{t['space']:<7}{t['dataset']:<15}{t['seed']:>5}  {t['status']:<17}{t['epochs']:>4}"
-              f"  {value:>12}  {t['genotype']}")
+              f"  {value:>12}  {t['genotype'] or _seed_genotypes(t)}")
