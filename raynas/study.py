@@ -35,7 +35,32 @@ def _storage(url: str) -> Any:
 class StudySearch(OptunaSearch):
     """OptunaSearch that tolerates results without the objective (a seed group's epochs before its
     proxy retrain ends): Optuna is told intermediate values only when there is one, and a trial that
-    ends without its objective is PRUNED (stopped by the scheduler) or FAIL (an error)."""
+    ends without its objective is PRUNED (stopped by the scheduler) or FAIL (an error).
+
+    It also keeps the study's trial count right across a killed driver: Tune checkpoints the searcher
+    every few seconds, so a trial asked for after the last checkpoint is RUNNING in the RDB but unknown
+    to the restored searcher, which would ask for a new one. Every trial this run asks for is tagged
+    with ``run_key`` (the run's output directory); on restore, such orphans go back to WAITING and the
+    next asks take them (same trial number, same parameters) instead of adding trials."""
+
+    def __init__(self, *args: Any, run_key: str = "", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._run_key = run_key
+
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("raynas.run", self._run_key)
+        return params
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        from optuna.trial import TrialState
+
+        known = {t._trial_id for t in self._ot_trials.values()}
+        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("raynas.run") == self._run_key and t._trial_id not in known:
+                self._ot_study._storage.set_trial_state_values(t._trial_id, TrialState.WAITING)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, str) and result.get(self.metric) is None:
@@ -66,7 +91,8 @@ def search_alg(exp: Any, out: Path) -> Any:
             study.enqueue_trial(params, skip_if_exists=True)
     metric: Any = [m for m, _ in specs] if t.objectives else t.metric
     mode: Any = [d for _, d in specs] if t.objectives else t.mode
-    return StudySearch(sampler=samplers[t.sampler](), storage=storage, study_name=name, metric=metric, mode=mode)
+    return StudySearch(sampler=samplers[t.sampler](), storage=storage, study_name=name, metric=metric, mode=mode,
+                       run_key=str(out))
 
 
 # ------------------------------------------------------------------------------- reading a study
