@@ -56,3 +56,32 @@ def test_unknown_study_name_is_an_error(tmp_path, capsys):
     url, _ = make_study(tmp_path, ["maximize"])
     assert main(["study", url, "--study-name", "other"]) == 2
     assert "no study 'other'" in capsys.readouterr().err
+
+
+def test_a_trial_asked_after_the_searchers_checkpoint_is_reused_on_restore(tmp_path):
+    """The killed-driver case without Ray: the searcher is checkpointed, asks once more, dies; the
+    restored searcher's next ask takes that orphan (same number, same parameters): no extra trial."""
+    from ray import tune
+
+    from raynas.study import StudySearch
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def searcher():
+        s = StudySearch(storage=optuna.storages.RDBStorage(url), study_name="k", metric="proxy_acc", mode="max",
+                        sampler=optuna.samplers.TPESampler(seed=0), run_key=str(tmp_path))
+        s.set_search_properties(None, None, {"lr": tune.loguniform(1e-4, 1e-2)})
+        return s
+
+    first = searcher()
+    first.suggest("t1")
+    first.on_trial_complete("t1", {"proxy_acc": 50.0})
+    first.save(str(tmp_path / "searcher.pkl"))
+    orphan = first.suggest("t2")  # asked after the checkpoint, then the driver is killed
+    again = searcher()
+    again.restore(str(tmp_path / "searcher.pkl"))
+    assert again.suggest("t3") == orphan
+    again.on_trial_complete("t3", {"proxy_acc": 60.0})
+    study = optuna.load_study(study_name="k", storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [t.value for t in study.trials] == [50.0, 60.0]
