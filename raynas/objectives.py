@@ -14,20 +14,20 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from raynas.checks import GROUP_METRICS, SEARCH_METRICS
 from raynas.config import ConfigError
 
 if TYPE_CHECKING:
     from raynas.experiment import ExperimentConfig, TuneBlock
 
-#: reported by every search epoch (supernet numbers and the genotype's statistics)
-PER_EPOCH = ("valid_acc", "valid_loss", "train_acc", "train_loss", "arch_acc", "arch_loss", "skip_count",
-             "param_free_count", "alpha_entropy")
 #: the NB-201 table lookup of each epoch's genotype (needs ``nb201_table``)
 NB201 = ("nb201_test", "nb201_valid")
+#: reported by every search epoch (supernet numbers and the genotype's statistics)
+PER_EPOCH = tuple(m for m in SEARCH_METRICS if m not in NB201 + ("epoch",))
 #: known when a seed's proxy retrain has finished
-PROXY = ("proxy_acc",)
+PROXY = GROUP_METRICS[:1]
 #: known when a seed's search has finished: costs of the derived network (at the proxy's shape) and the search
-COST = ("params", "flops", "search_gpu_hours")
+COST = GROUP_METRICS[1:]
 END_ONLY = PROXY + COST
 AGGREGATES = ("mean", "worst", "mean_minus_std")
 SCHEDULERS = ("fifo", "asha", "hyperband")
