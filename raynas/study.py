@@ -49,8 +49,9 @@ class StudySearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
+        if trial_id in self._ot_trials:  # the Tune trial id is the MLflow trial run's raynas.trial_id tag
             self._ot_trials[trial_id].set_user_attr("raynas.run", self._run_key)
+            self._ot_trials[trial_id].set_user_attr("raynas.tune_trial_id", trial_id)
         return params
 
     def restore(self, checkpoint_path: str) -> None:
@@ -58,9 +59,12 @@ class StudySearch(OptunaSearch):
         from optuna.trial import TrialState
 
         known = {t._trial_id for t in self._ot_trials.values()}
-        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("raynas.run") == self._run_key and t._trial_id not in known:
-                self._ot_study._storage.set_trial_state_values(t._trial_id, TrialState.WAITING)
+        orphans = [t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.user_attrs.get("raynas.run") == self._run_key and t._trial_id not in known]
+        for t in orphans:
+            self._ot_study._storage.set_trial_state_values(t._trial_id, TrialState.WAITING)
+        if orphans:  # the restored sampler would draw again what it drew for the orphans: configs run twice
+            self._ot_study.sampler.reseed_rng()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, str) and result.get(self.metric) is None:

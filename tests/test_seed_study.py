@@ -99,8 +99,8 @@ def test_optuna_values_are_the_aggregate_of_the_seeds_mlflow_runs(study_run):
     trial_runs = [r for r in runs if kind[r.info.run_id] == "optuna_trial"]
     assert len(trial_runs) == 4
     for ot in study.trials:
-        lr = ot.params["arch/lr"]
-        (tr,) = [r for r in trial_runs if float(r.data.params["arch.lr"]) == lr]
+        (tr,) = [r for r in trial_runs if r.data.tags["raynas.trial_id"] == ot.user_attrs["raynas.tune_trial_id"]]
+        assert float(tr.data.params["arch.lr"]) == ot.params["arch/lr"]
         seeds = [r for r in runs if parent[r.info.run_id] == tr.info.run_id]
         assert sorted(kind[s.info.run_id] for s in seeds) == ["seed_search", "seed_search"]
         assert sorted(int(s.data.params["seed"]) for s in seeds) == [3, 4]
@@ -163,6 +163,7 @@ def test_resume_finished_the_study_without_rerunning_a_seed_or_losing_a_trial(st
     assert finished and all(len(results(out)[k]) == n for k, n in finished.items())  # not rerun
     study = optuna.load_study(study_name="robust", storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 4  # no duplicate, no lost Optuna trial
+    assert len({t.params["arch/lr"] for t in study.trials}) == 4  # and no config run twice
     trials = json.loads((out / "summary.json").read_text())["trials"]
     assert len(trials) == 4 and all(t["status"] == "completed" for t in trials)
     threads = torch.get_num_threads()

@@ -82,6 +82,9 @@ def test_a_trial_asked_after_the_searchers_checkpoint_is_reused_on_restore(tmp_p
     again.restore(str(tmp_path / "searcher.pkl"))
     assert again.suggest("t3") == orphan
     again.on_trial_complete("t3", {"proxy_acc": 60.0})
+    assert again.suggest("t4") != orphan  # the restored sampler does not replay the orphan's draw
+    again.on_trial_complete("t4", {"proxy_acc": 55.0})
     study = optuna.load_study(study_name="k", storage=url)
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    assert [t.value for t in study.trials] == [50.0, 60.0]
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert [t.value for t in study.trials] == [50.0, 60.0, 55.0]
+    assert [t.user_attrs["raynas.tune_trial_id"] for t in study.trials] == ["t1", "t3", "t4"]
