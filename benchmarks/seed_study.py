@@ -69,7 +69,8 @@ def main() -> None:
         wall = time.perf_counter() - t0
         if out.returncode:
             sys.exit(f"raynas run failed ({out.returncode}): {out.stderr.strip().splitlines()[-3:]}")
-        loop = next((float(line.split("(")[1].split(" seconds")[0]) for line in out.stderr.splitlines() + out.stdout.splitlines()
+        lines = out.stderr.splitlines() + out.stdout.splitlines()
+        loop = next((float(line.split("(")[1].split(" seconds")[0]) for line in lines
                      if "seconds for the tuning loop" in line), None)
         import optuna
 

@@ -223,14 +223,15 @@ def check_enqueue(exp: ExperimentConfig) -> None:
                 if value not in spec["choices"]:
                     raise ConfigError(f"tune.enqueue[{i}].{key}: {value!r} is not one of {spec['choices']}")
                 continue
-            if "low" not in spec or "high" not in spec:  # a kind of parameter with no range (checked where it is defined)
+            if "low" not in spec or "high" not in spec:  # a parameter kind with no range (checked where defined)
                 continue
             if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
                 try:
                     value = point[key] = float(value)
                 except ValueError:
                     pass
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not spec["low"] <= value <= spec["high"]:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not spec["low"] <= value <= spec["high"]:
                 raise ConfigError(f"tune.enqueue[{i}].{key}: {value!r} is outside [{spec['low']}, {spec['high']}]")
 
 

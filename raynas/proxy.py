@@ -142,7 +142,8 @@ class SeedWorker:
             base = {"method": c.method, "space": c.space, "dataset": c.dataset, "seed": c.seed,
                     "raynas.group_trial_id": self.trial_id, "raynas.seed_index": self.index}
             if kind == "search":
-                name, params, parent = f"seed{c.seed}/{c.method}/{c.space}/{c.dataset}", flatten(c.to_dict()), self.parent
+                name, parent = f"seed{c.seed}/{c.method}/{c.space}/{c.dataset}", self.parent
+                params = flatten(c.to_dict())
                 tags = {**base, "raynas.kind": "seed_search", "raynas.trial_run_id": self.parent or ""}
             else:
                 search_run = self.trackers["search"].run_id if "search" in self.trackers else None
@@ -153,7 +154,8 @@ class SeedWorker:
                         "raynas.trial_run_id": self.parent or "", "genotype": pc.genotype}
             self.trackers[kind] = TrialTracker(
                 t["uri"], t["experiment"], name, parent_run_id=parent, params=params, tags=tags,
-                run_id=self.refs[kind] or self._find(tags["raynas.kind"]), pending_dir=Path(t["pending_root"]) / f"{self.trial_id}_seed{self.index}",
+                run_id=self.refs[kind] or self._find(tags["raynas.kind"]),
+                pending_dir=Path(t["pending_root"]) / f"{self.trial_id}_seed{self.index}",
                 artifact_root=t.get("artifact_root"))
         return self.trackers[kind]
 

@@ -132,8 +132,9 @@ class SeedsTrainable(RunTrainable):
         for i, seed in enumerate(g["seeds"]):
             strategy = (PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=i)
                         if pg is not None else None)
-            self.workers.append(actor.options(num_cpus=g["cpu"], num_gpus=g["gpu"], scheduling_strategy=strategy)
-                                .remote({**config, "seed": seed}, g["proxy"], g["gpu"], self.trial_id, i, self.tracking))
+            worker = actor.options(num_cpus=g["cpu"], num_gpus=g["gpu"], scheduling_strategy=strategy)
+            self.workers.append(worker.remote({**config, "seed": seed}, g["proxy"], g["gpu"], self.trial_id, i,
+                                              self.tracking))
         epochs = c.epochs + (g["proxy"]["epochs"] if g["proxy"] else 0)
         return SeedGroup(self.workers, epochs, g)
 

@@ -40,7 +40,7 @@ def test_aggregate_mean_std_worst_and_risk_in_both_directions():
 
 
 def test_aggregate_result_has_a_metric_only_when_every_seed_reports_it(tmp_path):
-    exp = load_experiment(write(tmp_path, f"tune:\n  metric: proxy_acc\n  seeds_per_trial: 2\n  aggregate: worst\n{SPACE}"))
+    exp = load_experiment(write(tmp_path, f"tune:\n  metric: proxy_acc\n  seeds_per_trial: 2\n  aggregate: worst\n{SPACE}"))  # noqa: E501
     seeds = [{"valid_acc": 50.0, "proxy_acc": None}, {"valid_acc": 70.0, "proxy_acc": 40.0}]
     out = aggregate_result(seeds, exp.tune, ["proxy_acc", "valid_acc"])
     assert "proxy_acc" not in out  # one seed's proxy has not finished: Optuna and ASHA see nothing yet
@@ -51,19 +51,19 @@ def test_aggregate_result_has_a_metric_only_when_every_seed_reports_it(tmp_path)
     (f"tune:\n  metric: proxy_acc\n{SPACE}scheduler: {{type: asha}}\n", "proxy_acc is known only at the end"),
     (f"tune:\n  metric: valid_acc\n  seeds_per_trial: 0\n{SPACE}", "tune.seeds_per_trial must be >= 1"),
     (f"tune:\n  metric: proxy_accuracy\n{SPACE}", "no trial reports objective 'proxy_accuracy'"),
-    (f"tune:\n  metric: nb201_test\n{SPACE}", "no trial reports nb201_test: it needs space nb201 and fixed.nb201_table"),
+    (f"tune:\n  metric: nb201_test\n{SPACE}", "no trial reports nb201_test: it needs space nb201 and fixed.nb201_table"),  # noqa: E501
     (f"tune:\n  aggregate: median\n{SPACE}", "tune.aggregate must be one of mean, worst, mean_minus_std"),
     (f"tune:\n  aggregate: mean_minus_std\n  risk: -1\n{SPACE}", "tune.risk must be a finite number >= 0"),
     (f"tune:\n  pruner: median\n{SPACE}", "Ray Tune's OptunaSearch runs no Optuna pruner"),
     (f"tune:\n  sampler: nsga2\n  objectives: [proxy_acc:max, params:min]\n{SPACE}scheduler: {{type: hyperband}}\n",
      "with several tune.objectives needs scheduler.metric"),
-    (f"tune:\n  metric: valid_acc\n{SPACE}scheduler: {{type: asha, metric: flops}}\n", "flops is known only at the end"),
-    (f"tune:\n  metric: valid_acc\n  seeds_per_trial: 3\n{SPACE}", "grid.seed lists 2 seeds but tune.seeds_per_trial is 3"),
+    (f"tune:\n  metric: valid_acc\n{SPACE}scheduler: {{type: asha, metric: flops}}\n", "flops is known only at the end"),  # noqa: E501
+    (f"tune:\n  metric: valid_acc\n  seeds_per_trial: 3\n{SPACE}", "grid.seed lists 2 seeds but tune.seeds_per_trial is 3"),  # noqa: E501
     (f"tune:\n  enqueue: [{{arch.lr: 0.5}}]\n{SPACE}", "tune.enqueue[0].arch.lr: 0.5 is outside"),
-    (f"tune:\n  enqueue: [{{arch.weight_decay: 0.001}}]\n{SPACE}", "tune.enqueue[0].arch.weight_decay is not a tuned key"),
+    (f"tune:\n  enqueue: [{{arch.weight_decay: 0.001}}]\n{SPACE}", "tune.enqueue[0].arch.weight_decay is not a tuned key"),  # noqa: E501
     (f"tune:\n  metric: proxy_acc\n{SPACE}proxy: {{epochs: 0}}\n", "proxy: epochs must be >= 1"),
     (f"tune:\n  metric: proxy_acc\n{SPACE}proxy: {{subset: 1.5}}\n", "proxy: subset must be in (0, 1]"),
-    (f"tune:\n  metric: proxy_acc\n  seeds_per_trial: 2\n{SPACE}# collapse_skip\n", "collapse_skip stops a single search"),
+    (f"tune:\n  metric: proxy_acc\n  seeds_per_trial: 2\n{SPACE}# collapse_skip\n", "collapse_skip stops a single search"),  # noqa: E501
 ])
 def test_impossible_combinations_are_one_line_errors_before_ray(tmp_path, capsys, text, fragment):
     path = write(tmp_path, text)
