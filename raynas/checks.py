@@ -30,6 +30,9 @@ def search_trial_metrics() -> tuple[str, ...]:
 
 #: the names a search trial reports, derived (not listed) from where the trials build their results
 SEARCH_METRICS = search_trial_metrics()
+#: what a seed-group trial (``raynas.seeds``) adds when a seed's search or proxy retrain ends
+#: (``raynas.objectives``): the proxy's accuracy, then the costs
+GROUP_METRICS = ("proxy_acc", "params", "flops", "search_gpu_hours")
 #: storage URI schemes pyarrow's filesystems serve (Tune's ``storage_path``)
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file")
 #: a supernet whose rough activation + weight footprint exceeds this cannot run anywhere
@@ -152,7 +155,7 @@ def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Call
     one a search trial reports. ``resolve``: ``raynas.config.resolve``."""
     check_tuned_values(exp, overrides, resolve)
     if exp.tune is not None:
-        reported = SEARCH_METRICS
+        reported = SEARCH_METRICS + GROUP_METRICS
         names = [("tune.metric", exp.tune.metric)] + [("tune.objectives", o.split(":")[0])
                                                        for o in exp.tune.objectives]
         for what, name in names:

@@ -60,6 +60,7 @@ class RetrainConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     max_steps_per_epoch: int | None = None  # cap for smoke runs
     eval_batches: int | None = None  # test batches evaluated per epoch; None: the whole test split
+    subset: float = 1.0              # fraction of the train split trained on (a fixed subset, the same for every seed)
     search: dict[str, Any] | None = None  # where the genotype came from (search trial), carried to the summary
 
 
@@ -115,6 +116,7 @@ def check(cfg: RetrainConfig) -> None:
     need(cfg.max_steps_per_epoch is None or cfg.max_steps_per_epoch >= 1,
          f"max_steps_per_epoch must be >= 1 or null, got {cfg.max_steps_per_epoch}")
     need(cfg.eval_batches is None or cfg.eval_batches >= 0, f"eval_batches must be >= 0, got {cfg.eval_batches}")
+    need(0 < cfg.subset <= 1, f"subset must be in (0, 1], got {cfg.subset}")
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -124,6 +126,17 @@ class RetrainDiverged(Diverged):
 
     def __init__(self, epoch: int):
         super().__init__(epoch, f"retraining diverged at epoch {epoch + 1}: the training loss is not finite")
+
+
+def train_subset(data: Dataset, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``fraction`` of the train split in one fixed permutation (generator seed 0), so every
+    seed and every trial of a study trains its proxy on the same images; 1.0 is the whole split."""
+    if fraction >= 1:
+        return data.train_x, data.train_y
+    n = len(data.train_y)
+    keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max(1, round(fraction * n))]
+    keep = keep.sort().values
+    return data.train_x[keep], data.train_y[keep]
 
 
 class Retrain(EpochRun):
@@ -149,7 +162,8 @@ class Retrain(EpochRun):
                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
         stream = dict(mean=d.mean, std=d.std, crop_padding=d.crop_padding, flip=d.flip, device=self.device)
-        self.train_stream = BatchStream(d.train_x, d.train_y, None, cfg.batch_size, augment=True, **stream)
+        train_x, train_y = train_subset(d, cfg.subset)
+        self.train_stream = BatchStream(train_x, train_y, None, cfg.batch_size, augment=True, **stream)
         self.test_stream = BatchStream(d.test_x, d.test_y, None, cfg.batch_size, augment=False, drop_last=False,
                                        **stream)
 
