@@ -151,16 +151,10 @@ def check_tuned_values(exp: Any, overrides: list[dict[str, Any]], resolve: Calla
 
 
 def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Callable[[dict], Any]) -> None:
-    """Every value a search trial may be given resolves (:func:`check_tuned_values`), and the objective is
-    one a search trial reports. ``resolve``: ``raynas.config.resolve``."""
+    """Every value a search trial may be given resolves (:func:`check_tuned_values`). The objective names
+    are checked by ``raynas.objectives.check_objectives`` against ``SEARCH_METRICS`` + ``GROUP_METRICS``.
+    ``resolve``: ``raynas.config.resolve``."""
     check_tuned_values(exp, overrides, resolve)
-    if exp.tune is not None:
-        reported = SEARCH_METRICS + GROUP_METRICS
-        names = [("tune.metric", exp.tune.metric)] + [("tune.objectives", o.split(":")[0])
-                                                       for o in exp.tune.objectives]
-        for what, name in names:
-            need(name in reported, f"{what} {name!r} is not reported by a search trial; use one of "
-                                   f"{', '.join(reported)}")
 
 
 #: set (``devices_on_cluster``) when a command joins a cluster (``--address``): a trial's GPU is a worker's,

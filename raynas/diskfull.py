@@ -95,3 +95,12 @@ def raise_if_full(out: str | Path) -> None:
     if reason is not None:
         raise OutputError(f"{reason}; the run stopped with nothing half-written kept: free space, then "
                           f"`raynas resume {out}`")
+
+
+def fit(tuner: Any, out: str | Path) -> Any:
+    """``tuner.fit()`` (a Tuner whose run config has a :class:`DiskFullWatch`); a trial that found the disk
+    full stops the run with one line."""
+    with quiet(out):
+        grid = tuner.fit()
+    raise_if_full(out)
+    return grid

@@ -136,7 +136,6 @@ def check_experiment(exp: ExperimentConfig) -> None:
             raise ConfigError(f"sweep.{key} is empty")
     if exp.tune is not None:
         _check_tune(exp.tune)
-    check_objectives(exp)
     if exp.resources.cpu <= 0 or exp.resources.gpu < 0:
         raise ConfigError("resources.cpu must be > 0 and resources.gpu >= 0")
 
@@ -154,6 +153,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
         if isinstance(exp.fixed.get(key), str):
             exp.fixed[key] = str(Path(exp.fixed[key]).expanduser().resolve())
     check_experiment(exp)
+    check_objectives(exp)  # search trials' objectives (a NAR file's are raynas.nar.experiment's)
     check_search_trials(exp, trial_overrides(exp), resolve)  # every grid point and tuned value resolves
     return exp
 

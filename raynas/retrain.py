@@ -224,9 +224,8 @@ def _run(jobs: list[dict[str, Any]], seeds: list[int], out: Path, overrides: dic
     from ray import tune
 
     from raynas.cluster import init_ray
-    from raynas.diskfull import DiskFullWatch
+    from raynas.diskfull import DiskFullWatch, fit
     from raynas.outdir import write_json
-    from raynas.runner import fit
 
     init_ray(address)
     resources = resources or {"cpu": 1, "gpu": 0}

@@ -193,6 +193,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
                 space["seed"] = trial_seeds(exp)[0]
             tuner = tune.Tuner(_trainable(exp, tracking), param_space=space, tune_config=tune_config,
                                run_config=_run_config(exp, out, verbose))
+            from raynas.diskfull import fit
             return write_summary(fit(tuner, out), exp, out, tracking)
 
 
@@ -282,17 +283,8 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
             init_ray(address)
             tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking), resume_unfinished=True,
                                        resume_errored=True)
+            from raynas.diskfull import fit
             return write_summary(fit(tuner, out), exp, out, tracking)
-
-
-def fit(tuner: Any, out: Path) -> Any:
-    """``tuner.fit()``; a trial that found the disk full stops the run with one line (``raynas.diskfull``)."""
-    from raynas.diskfull import quiet, raise_if_full
-
-    with quiet(out):
-        grid = tuner.fit()
-    raise_if_full(out)
-    return grid
 
 
 def check_tune_state(path: Path) -> None:

@@ -51,6 +51,8 @@ def load_nar_experiment(path: str | Path | None, overrides: dict[str, Any] | Non
     if isinstance(exp.fixed.get("table"), str):  # trials run in their own directories
         exp.fixed["table"] = str(Path(exp.fixed["table"]).expanduser().resolve())
     check_experiment(exp)
+    if exp.scheduler.type not in ("fifo", "asha"):
+        raise ConfigError(f"scheduler.type must be fifo or asha for NAR experiments, got {exp.scheduler.type!r}")
     metrics = EPOCH_METRICS + FINAL_METRICS
     if exp.tune is not None:
         for name in [exp.tune.metric] + [o.split(":")[0] for o in exp.tune.objectives]:
@@ -110,10 +112,10 @@ def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, addr
     from ray.tune.schedulers import ASHAScheduler
 
     from raynas.cluster import init_ray
-    from raynas.diskfull import DiskFullWatch
+    from raynas.diskfull import DiskFullWatch, fit
     from raynas.nar.trainable import NARTrainable
     from raynas.nar.train import resolve_nar
-    from raynas.runner import fit, search_alg
+    from raynas.runner import search_alg
 
     init_ray(address)
     metric, mode = _objective(exp)
