@@ -21,7 +21,7 @@ import torch
 
 from raynas.objectives import END_ONLY, NB201, aggregate_result, needs_proxy, objective_specs, trial_seeds
 from raynas.trainable import RunTrainable
-from trials.epochs import Diverged, EpochRun
+from trials.epochs import Diverged, EpochRun, write_state
 
 META_FILE = "group.pt"
 
@@ -86,7 +86,7 @@ class SeedGroup(EpochRun):
         blobs = ray.get([w.state.remote() for w in self.workers])
         for i, blob in enumerate(blobs):
             path.with_name(f"seed{i}.pt").write_bytes(blob)
-        torch.save({"epoch": self.epoch, "history": self.history, "seed_results": self.seed_results}, path)
+        write_state({"epoch": self.epoch, "history": self.history, "seed_results": self.seed_results}, path)
 
     def load(self, path: str | Path) -> None:
         from trials.checkpoint import load_state

@@ -4,7 +4,6 @@ naming the full path and exit 2, no half-copied checkpoint or summary is left, a
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path

@@ -108,6 +108,26 @@ def set_rng_state(rng: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def write_state(state: Any, path: str | Path) -> None:
+    """A checkpoint whole or not at all: serialised in memory (torch's own file writer turns a full disk
+    into a bare ``RuntimeError``), written to a temporary sibling and renamed; a failed write raises the
+    ``OSError`` (``ENOSPC``, ...) naming ``path`` and leaves no partial file."""
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        e.filename = e.filename or str(path)
+        raise
+
+
 class EpochRun:
     """Base of every run: ``epoch`` epochs done of ``epochs``, ``history`` their metrics.
 
@@ -141,23 +161,7 @@ class EpochRun:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> None:
-        """Whole or not at all: serialised in memory (torch's own file writer turns a full disk into a bare
-        ``RuntimeError``), written to a temporary sibling and renamed; a failed write raises the
-        ``OSError`` (``ENOSPC``, ...) naming ``path`` and leaves no partial file."""
-        path = Path(path)
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(buf.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            e.filename = e.filename or str(path)
-            raise
+        write_state(self.state_dict(), path)
 
     def load(self, path: str | Path) -> None:
         self.load_state_dict(load_state(path, self.device))

@@ -154,7 +154,8 @@ def _entry(result: Any) -> dict[str, Any]:
     config = result.config or {}  # None for a trial that died before its first result
     status = "error" if result.error else m.get("status")
     entry = {"trial_id": m.get("trial_id") or Path(result.path).name.split("_")[-1],
-             "bench": config.get("bench"), "dataset": config.get("dataset"), "seed": config.get("seed"), "status": "stopped" if status in (None, "running") else status,
+             "bench": config.get("bench"), "dataset": config.get("dataset"), "seed": config.get("seed"),
+             "status": "stopped" if status in (None, "running") else status,
              "epochs": m.get("epoch", 0), **{k: m[k] for k in EPOCH_METRICS + FINAL_METRICS if k in m},
              **{k: m.get(k) for k in ("best_arch", "best_test_acc_oracle", "queries", "search_queries", "n_train",
                                       "n_val", "n_heldout", "best_epoch", "scatter_png")},
