@@ -386,6 +386,11 @@ BAD = [
     (["--searcher", "bohb"], "unknown searcher 'bohb'"),
     (["--budget", "0"], "budget > 0"),
     (["--budget", "-3"], "budget > 0"),
+    (["--time-budget", "-1"], "budget > 0"),
+    (["--budget", "0", "--time-budget", "0"], "budget > 0"),
+    (["--searcher", "random,nar2"], "unknown searcher 'nar2' (did you mean nar?)"),
+    (["--searcher", "rea", "--backend", "tune", "--scheduler", "hyperband", "--budget", "0"], "budget > 0"),
+    (["--workers", "0"], "--workers"),
     (["--budget", "x"], "invalid int value"),
     (["--seeds", "0-x"], "--seeds"),
     (["--searcher", "rea", "--set", "bench.options.rea.population_size=3"], "unknown option 'population_size'"),
@@ -398,12 +403,27 @@ BAD = [
 
 
 @pytest.mark.parametrize("extra,message", BAD)
-def test_bad_input_is_one_line_and_exit_2(extra, message, table_path, capsys):
+def test_bad_input_is_one_line_and_exit_2(extra, message, table_path, tmp_path, capsys):
     argv = ["bench", "nb201", "simulate", "--searcher", "random", "--budget", "5", "--table", str(table_path),
-            "--tracking-uri", "none"]
+            "--tracking-uri", "none", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "c.png")]
     assert main(argv + extra) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("raynas: error:") and message in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_bad_study_file_through_raynas_run_is_one_line_and_exit_2(table_path, tmp_path, capsys):
+    import ray
+
+    study = tmp_path / "study.yaml"
+    for bench, message in ((f"{{table: {table_path}, searchers: [bohb], budget: 5}}", "unknown searcher 'bohb'"),
+                           (f"{{table: {table_path}, budget: 0}}", "budget > 0"),
+                           (f"{{table: {tmp_path / 'none.csv'}, budget: 5}}", "does not exist")):
+        study.write_text(f"name: bad\nbench: {bench}\nscheduler: {{type: hyperband}}\n")
+        assert main(["run", str(study), "--out", str(tmp_path / "out"), "--tracking-uri", "none"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err
+    assert not (tmp_path / "out").exists() and not ray.is_initialized()  # validated before Ray, nothing written
 
 
 def test_missing_table_and_asha_without_12_epoch_columns_are_one_line_errors(tmp_path, capsys):
