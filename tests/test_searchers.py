@@ -478,3 +478,13 @@ def test_random_search_on_the_shared_table_matches_the_reference():
     assert 8.5 < mean_s < 9.8  # the cost model's calibration: NB-201's ~9 s per CIFAR-10-valid epoch
     finals = [incumbents(simulate(RandomSearcher(seed=s), b, 100))[-1] for s in range(40)]
     assert np.mean(finals) == pytest.approx(93.78, abs=0.15)  # README: 93.78 ± 0.27 over 2,000 repeats
+
+
+def test_a_cell_space_in_a_search_experiment_is_a_one_line_error(tmp_path, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: cellx\ngrid: {method: [darts], space: [nb201], dataset: [digits]}\n"
+                   "tune: {space: {cell: {type: nb201_cell}, optim.lr: {type: float, low: 0.01, high: 0.1}}}\n")
+    assert main(["run", str(exp), "--out", str(tmp_path / "out"), "--tracking-uri", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "tune.space.cell: nb201_cell is an architecture space" in err
+    assert not (tmp_path / "out").exists()
