@@ -25,7 +25,10 @@ def resolve_retrain(overrides: dict[str, Any] | None = None) -> RetrainConfig:
     """``trials.retrain.resolve_retrain`` plus the app's checks: a dataset raynas can load, data that exist."""
     from raynas.data import DATASETS
 
+    from raynas.checks import check_device
+
     cfg = _resolve_retrain(overrides)
+    check_device(cfg.device)
     need(cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
     if cfg.data_dir is not None and cfg.dataset != "digits":
         need(Path(cfg.data_dir).is_dir() or cfg.download,
@@ -206,12 +209,23 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
     for dataset, data_dir, download in {(c.dataset, c.data_dir, c.download) for c in configs}:
         check_dataset(dataset, data_dir, download)
 
+    from raynas.outdir import OutputError, claim
+
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a directory; pass a directory")
+    with claim(out):  # one retraining per --out at a time
+        return _run(jobs, seeds, out, overrides, resources, address, max_failures, verbose, tracking_uri)
+
+
+def _run(jobs: list[dict[str, Any]], seeds: list[int], out: Path, overrides: dict[str, Any],
+         resources: dict[str, float] | None, address: str | None, max_failures: int, verbose: int,
+         tracking_uri: str | None) -> dict[str, Any]:
     from ray import tune
 
     from raynas.cluster import init_ray
+    from raynas.outdir import write_json
 
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     init_ray(address)
     resources = resources or {"cpu": 1, "gpu": 0}
     reporter = tune.CLIReporter(
@@ -229,5 +243,5 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
     summary = {"experiment": "retrain", "trials": entries, "genotypes": aggregate(entries)}
     if tracking_uri is not None:
         summary["tracking"] = track_retrain(entries, tracking_uri)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / SUMMARY_FILE, summary)
     return summary
