@@ -5,8 +5,8 @@ With two fidelities (12 and 200 epochs as training iterations 1 and 2, ``grace_p
 Hyperband has two brackets: bracket 0 is ASHA (every cell trains 12 epochs, and continues to 200 only at or
 above the ``1 - 1/reduction_factor`` quantile of that bracket's 12-epoch results so far); bracket 1 trains
 every cell to 200 epochs (Ray's bracket ``s=1`` has no rung below ``max_t``). Ray draws a cell's bracket with
-probability ``exp(rungs - max rungs)`` (0.73 / 0.27 at ``reduction_factor=3``, close to synchronous
-Hyperband's 3:2 split of cells between the two brackets at eta 3) from NumPy's *global* random state; here the
+probability ``exp(rungs - max rungs)`` (0.73 / 0.27 for any ``reduction_factor`` >= 2; synchronous Hyperband
+at eta 3 would split cells 3:2 between the two brackets) from NumPy's *global* random state; here the
 draw is the same but from ``numpy.random.default_rng(seed)``, so the simulator and a real ``tune.Tuner``
 assign the same brackets for the same seed. Everything else (rungs, cutoffs, stopping) is Ray's own code: the
 simulator drives this very object.
