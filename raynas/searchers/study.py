@@ -96,7 +96,8 @@ def check_study(s: StudyConfig) -> None:
     if s.scheduler.type not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {s.scheduler.type!r}; valid: {', '.join(SCHEDULERS)}")
     if s.scheduler.type in LOW_FIDELITY and s.scheduler.reduction_factor <= 1:
-        raise ConfigError(f"{s.scheduler.type} needs scheduler.reduction_factor > 1, got {s.scheduler.reduction_factor:g}")
+        raise ConfigError(f"{s.scheduler.type} needs scheduler.reduction_factor > 1, "
+                          f"got {s.scheduler.reduction_factor:g}")
     if s.tune.mode not in ("max", "min") or s.tune.metric != "valid_acc":
         raise ConfigError("tune.metric must be valid_acc (the table's validation accuracy) and tune.mode max or min")
     s.key  # noqa: B018 - checks the space block
