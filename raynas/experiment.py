@@ -89,7 +89,10 @@ def _check_tune(t: TuneBlock) -> None:
             raise ConfigError(f"tune.objectives entry {o!r} must be 'metric:max' or 'metric:min'")
     if not t.space:
         raise ConfigError("tune.space is empty: name at least one field to search, e.g. mim.mask_ratio")
+    from raynas.searchers.space import reject_cell_param
+
     for key, spec in t.space.items():
+        reject_cell_param(key, spec)  # nb201_cell / nb101_cell: study files only (a one-line error here)
         if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
             raise ConfigError(f"tune.space.{key}: needs type float, int or categorical")
         extra = set(spec) - {"type", "low", "high", "log", "choices", "step"}

@@ -44,6 +44,7 @@ class ProxyConfig:
     lr: float | None = None          # None: the recipe's (0.025 DARTS spaces, 0.1 NB-201), cosine over `epochs`
     cutout: int = 0
     subset: float = 1.0              # fraction of the train split (a fixed subset, the same for every trial)
+    holdout: float = 0.1             # fraction of the train split scored on (0: the test split, as DARTS' train.py)
     weight_decay: float | None = None  # None: the recipe's (3e-4 DARTS spaces, 5e-4 NB-201)
     max_steps_per_epoch: int | None = None  # caps for smoke runs
     eval_batches: int | None = None
@@ -56,7 +57,7 @@ def proxy_overrides(proxy: ProxyConfig, space: str, genotype: str, search_cfg: A
     over = {"space": space, "genotype": genotype, "dataset": search_cfg.dataset, "data_dir": search_cfg.data_dir,
             "download": search_cfg.download, "seed": search_cfg.seed, "device": search_cfg.device,
             "epochs": proxy.epochs, "channels": proxy.channels, "layers": layers, "cutout": proxy.cutout,
-            "subset": proxy.subset, "auxiliary": False, "drop_path_prob": 0.0,
+            "subset": proxy.subset, "holdout": proxy.holdout, "auxiliary": False, "drop_path_prob": 0.0,
             "max_steps_per_epoch": proxy.max_steps_per_epoch, "eval_batches": proxy.eval_batches}
     for key, value in (("batch_size", proxy.batch), ("lr", proxy.lr), ("weight_decay", proxy.weight_decay)):
         if value is not None:

@@ -127,6 +127,7 @@ def test_proxy_acc_equals_raynas_retrain_of_the_same_genotype_seed_and_recipe(st
                "--set", f"channels={RECIPE['channels']}", "--set", f"layers={RECIPE['layers']}",
                "--set", f"batch_size={RECIPE['batch']}", "--set", f"max_steps_per_epoch={RECIPE['max_steps_per_epoch']}",  # noqa: E501
                "--set", f"eval_batches={RECIPE['eval_batches']}", "--set", f"subset={RECIPE['subset']}",
+               "--set", "holdout=0.1",
                "--set", "device=cpu", cwd=tmp)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     (retrained,) = json.loads((tmp / "retrain" / "retrain_summary.json").read_text())["trials"]

@@ -54,12 +54,13 @@ def run_study_file(args: argparse.Namespace) -> int:
     from raynas.commands.bench import run_and_report
     from raynas.config import parse_set
     from raynas.outdir import BENCH_FILE
-    from raynas.searchers.study import load_study
+    from raynas.searchers.study import load_study, open_bench
 
     over = parse_set(args.set)
     if args.tracking_uri:
         over["tracking_uri"] = args.tracking_uri
     study = load_study(args.experiment, over)
+    open_bench(study)  # a missing or unfit table is an error before anything is written
     out = args.out or f"runs/{study.name}"
     return run_and_report(study, "tune", out=out, json_path=str(Path(out) / BENCH_FILE),
                           yaml_text=Path(args.experiment).read_text(), force=args.force)
