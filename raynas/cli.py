@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if hasattr(args, "quiet"):  # a command that runs trials: -v / --quiet (raynas.console)
+            from raynas.console import configure
+
+            configure(args.verbose, args.quiet)
         return args.func(args)
     except Exception as e:
         if isinstance(e, user_errors()):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from raynas.cluster import check_cluster, init_ray
 from raynas.config import ConfigError, build, resolve
 from raynas.experiment import ExperimentConfig, param_space, trial_overrides
+from raynas.threads import threads_per_trial
 
 # Quiet, documented Ray defaults for a CLI (see ../shared/reference/stack.md).
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
@@ -111,16 +113,19 @@ def start_tracking(exp: ExperimentConfig, out: Path, yaml_text: str | None,
             "pending_root": str(out / "mlflow_pending")}
 
 
-def _trainable(exp: ExperimentConfig, tracking: dict[str, Any] | None = None) -> Any:
+def _trainable(exp: ExperimentConfig, tracking: dict[str, Any] | None = None, board: str | None = None) -> Any:
     from ray import tune
 
+    from raynas.console import worker_settings
     from raynas.trainable import SearchTrainable
 
-    trainable = tune.with_parameters(SearchTrainable, tracking=tracking)
+    trainable = tune.with_parameters(SearchTrainable, tracking=tracking, console=worker_settings(board),
+                                     threads=threads_per_trial(exp.resources.cpu, exp.resources.threads))
     return tune.with_resources(trainable, {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
 
 
-def _reporter(exp: ExperimentConfig) -> Any:
+def _cli_reporter() -> Any:
+    """Ray's own status tables (``-v``)."""
     from ray.tune import CLIReporter
 
     return CLIReporter(
@@ -129,8 +134,23 @@ def _reporter(exp: ExperimentConfig) -> Any:
         parameter_columns=["method", "space", "dataset", "seed"], max_report_frequency=30)
 
 
+def start_console(exp: ExperimentConfig, address: str | None, n_trials: int) -> tuple[str | None, Any]:
+    """After Ray is up: the oversubscription warning and the progress board (none when quiet)."""
+    from raynas.progress import start_board
+    from raynas.threads import warn_oversubscribed
+
+    max_conc = exp.tune.max_concurrent_trials if exp.tune is not None else exp.max_concurrent_trials or None
+    warn_oversubscribed(n_trials, exp.resources.cpu, threads_per_trial(exp.resources.cpu, exp.resources.threads),
+                        max_conc, address)
+    return start_board()
+
+
+def n_trials(exp: ExperimentConfig) -> int:
+    return exp.tune.num_samples if exp.tune is not None else len(trial_overrides(exp))
+
+
 def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | None = None,
-                   yaml_text: str | None = None, verbose: int = 1) -> dict[str, Any]:
+                   yaml_text: str | None = None) -> dict[str, Any]:
     """Run every trial of ``exp`` with ``tune.Tuner``; write and return ``summary.json``."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -142,6 +162,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
     (out / STATE_FILE).write_text(json.dumps({"experiment": dataclasses.asdict(exp), "yaml": yaml_text,
                                               "tracking": tracking}, indent=2))
     init_ray(address)
+    board, handle = start_console(exp, address, n_trials(exp))
     metric, mode = _objective(exp)
     scheduler = None
     if exp.scheduler.type == "asha":
@@ -157,16 +178,30 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
                                else exp.max_concurrent_trials or None),
         reuse_actors=True,
         trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
-    tuner = tune.Tuner(_trainable(exp, tracking), param_space=param_space(exp), tune_config=tune_config,
-                       run_config=_run_config(exp, out, verbose))
-    return write_summary(tuner.fit(), exp, out, tracking)
+    tuner = tune.Tuner(_trainable(exp, tracking, board), param_space=param_space(exp), tune_config=tune_config,
+                       run_config=_run_config(exp, out, handle))
+    return write_summary(fit(tuner, handle), exp, out, tracking)
 
 
-def _run_config(exp: ExperimentConfig, out: Path, verbose: int = 1) -> Any:
+def fit(tuner: Any, board: Any) -> Any:
+    """``tuner.fit()``, then the board stops and the progress lines are flushed: the summary comes last."""
+    from raynas.progress import stop_board
+
+    try:
+        return tuner.fit()
+    finally:
+        stop_board(board)
+        sys.stderr.flush()
+
+
+def _run_config(exp: ExperimentConfig, out: Path, board: Any = None) -> Any:
     from ray import tune
 
+    from raynas.console import SEARCH, make_reporter
+
+    reporter, verbose = make_reporter(SEARCH, board, cli_reporter=_cli_reporter)
     return tune.RunConfig(
-        name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"), progress_reporter=_reporter(exp),
+        name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"), progress_reporter=reporter,
         verbose=verbose,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
                                                 checkpoint_at_end=True),
@@ -194,9 +229,10 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
     old = state.get("tracking")
     tracking = start_tracking(exp, out, state.get("yaml"), old["parent_run_id"]) if old else None
     init_ray(address)
-    tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking), resume_unfinished=True,
+    board, handle = start_console(exp, address, n_trials(exp))
+    tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking, board), resume_unfinished=True,
                                resume_errored=True)
-    return write_summary(tuner.fit(), exp, out, tracking)
+    return write_summary(fit(tuner, handle), exp, out, tracking)
 
 
 def write_summary(grid: Any, exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None = None

@@ -10,11 +10,13 @@ how to build it, what to call and tag its MLflow run, and what to log per epoch 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from trials.epochs import Diverged, EpochRun, set_threads_from_env
@@ -79,9 +81,23 @@ class RunTrainable(tune.Trainable):
         """What the finished run leaves in MLflow besides its metrics (``result`` is None when stopped)."""
 
     # -- shared by every kind ---------------------------------------------------------------------------
-    def setup(self, config: dict[str, Any], tracking: dict[str, Any] | None = None) -> None:
-        set_threads_from_env()
+    def setup(self, config: dict[str, Any], tracking: dict[str, Any] | None = None,
+              console: dict[str, Any] | None = None, threads: int | None = None) -> None:
+        """``console`` (``raynas.console.worker_settings``): the progress board and the console level;
+        ``threads``: torch threads (the driver's ``threads_per_trial``)."""
+        from raynas.console import quiet_worker_logs
+
+        self.console = console if console is not None else getattr(self, "console", None) or {}
+        self.threads = threads if threads is not None else getattr(self, "threads", None)
+        if self.console.get("level"):
+            os.environ["RAYNAS_CONSOLE"] = self.console["level"]
+        quiet_worker_logs()
+        set_threads_from_env(self.threads)
         self.run = self.build(config)
+        if self.console.get("board"):
+            from raynas.progress import TrialSink
+
+            self.run.progress = TrialSink(self.console["board"], self.trial_id)
         self.status = "running"
         self.tracking = tracking if tracking is not None else getattr(self, "tracking", None)
         self.tracker: Any = None
@@ -99,7 +115,8 @@ class RunTrainable(tune.Trainable):
             ref = self.run_ref or find_trial_run(t["uri"], t["experiment"], self.trial_id)
             self.tracker = TrialTracker(
                 t["uri"], t["experiment"], name, parent_run_id=t.get("parent_run_id"), params=params, run_id=ref,
-                tags={**tags, "raynas.trial_id": self.trial_id}, pending_dir=Path(t["pending_root"]) / self.trial_id,
+                tags={**tags, "raynas.trial_id": self.trial_id, "raynas.torch_threads": str(torch.get_num_threads())},
+                pending_dir=Path(t["pending_root"]) / self.trial_id,
                 artifact_root=t.get("artifact_root"))
         return self.tracker
 
@@ -127,7 +144,7 @@ class RunTrainable(tune.Trainable):
             return self._log({**self.last_metrics(), "status": "diverged", "error": str(e), "epoch": e.epoch + 1,
                               "done": True, **node()})
         result, self.status, done = self.epoch_result(metrics, self.run.done)
-        return self._log({**result, "status": self.status, "done": done, **node()})
+        return self._log({**result, "status": self.status, "done": done, "total_epochs": self.run.epochs, **node()})
 
     def last_metrics(self) -> dict[str, Any]:
         """What a diverged trial reports: its last finished epoch's metrics."""

@@ -156,6 +156,8 @@ class Search(EpochRun):
         a_iter = self.a_stream.epoch(a_gen)
         sums = torch.zeros(4, device=self.device)  # w_loss, w_correct, a_loss, a_correct (no per-step sync)
         n_w = n_a = steps = 0
+        total = len(self.w_stream) if cfg.max_steps_per_epoch is None else min(len(self.w_stream),
+                                                                               cfg.max_steps_per_epoch)
         t0 = time.perf_counter()
         for x, y in self.w_stream.epoch(self.generator(Stream.WEIGHT_BATCHES)):
             if cfg.max_steps_per_epoch is not None and steps >= cfg.max_steps_per_epoch:
@@ -183,6 +185,7 @@ class Search(EpochRun):
             sums[1] += (logits.argmax(1) == y).sum()
             n_w += len(y)
             steps += 1
+            self.tick(steps, total, lambda: self.live_metrics(sums, n_w))
         lr = self.w_opt.param_groups[0]["lr"]
         self.sched.step()
         s = sums.tolist()
@@ -215,6 +218,15 @@ class Search(EpochRun):
         }
         self.history.append(metrics)
         return metrics
+
+    def live_metrics(self, sums: torch.Tensor, n_w: int) -> dict[str, Any]:
+        """What a progress report inside an epoch shows: the running train accuracy and, with a benchmark
+        table, the table's accuracy of the genotype the current alpha derives (one device sync)."""
+        out: dict[str, Any] = {"train_acc": 100.0 * float(sums[1]) / max(n_w, 1)}
+        if self.lookup is not None:
+            weights = {k: v.detach().float().cpu() for k, v in self.method.genotype_weights(self.net).items()}
+            out["nb201"] = self.lookup(self.net.derive(weights))
+        return out
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float | None, float | None]:

@@ -167,6 +167,8 @@ class Retrain(EpochRun):
         cut_gen = self.generator(RetrainStream.CUTOUT)
         sums = torch.zeros(2, device=self.device)  # loss, correct: no per-step host sync
         n = steps = 0
+        total = len(self.train_stream) if cfg.max_steps_per_epoch is None else min(len(self.train_stream),
+                                                                                   cfg.max_steps_per_epoch)
         t0 = time.perf_counter()
         for x, y in self.train_stream.epoch(self.generator(RetrainStream.TRAIN_BATCHES)):
             if cfg.max_steps_per_epoch is not None and steps >= cfg.max_steps_per_epoch:
@@ -187,6 +189,7 @@ class Retrain(EpochRun):
             sums[1] += (logits.detach().argmax(1) == y).sum()
             n += len(y)
             steps += 1
+            self.tick(steps, total, lambda: {"train_acc": 100.0 * float(sums[1]) / max(n, 1)})
         lr = self.opt.param_groups[0]["lr"]
         self.sched.step()
         loss_sum, correct = sums.tolist()

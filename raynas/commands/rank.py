@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from raynas.console import add_flags
 from raynas.commands.common import EXIT_OK, parse_seeds, trials_exit_code
 from raynas.config import ConfigError, parse_set
 
@@ -51,6 +52,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="--ray/tune: MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db; "
                         "none: off)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    add_flags(p)
     p.set_defaults(func=cmd_rank)
     return p
 

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from raynas.console import add_flags
 from raynas.commands.common import check_data, check_resources, trials_exit_code
 
 
@@ -17,6 +18,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an experiment field (tune.num_samples=4) or a search field (epochs=2)")
     r.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (none: off)")
+    add_flags(r)
     r.set_defaults(func=cmd_run)
     return r
 

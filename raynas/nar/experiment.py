@@ -87,12 +87,15 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
     from raynas.nar.trainable import NARTrainable
     from raynas.nar.train import resolve_nar
     from raynas.cluster import init_ray
-    from raynas.runner import search_alg, start_tracking
+    from raynas.console import NAR, make_reporter, worker_settings
+    from raynas.runner import fit, n_trials, search_alg, start_console, start_tracking
+    from raynas.threads import threads_per_trial
 
     out = Path(out).resolve()
     tracking = start_tracking(exp, out, yaml_text)
     out.mkdir(parents=True, exist_ok=True)
     init_ray(address)
+    board, handle = start_console(exp, address, n_trials(exp)) if verbose else (None, None)
     metric, mode = _objective(exp)
     scheduler = None
     if exp.scheduler.type == "asha":
@@ -100,12 +103,14 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
                                   grace_period=exp.scheduler.grace_period,
                                   reduction_factor=exp.scheduler.reduction_factor)
-    trainable = tune.with_resources(tune.with_parameters(NARTrainable, tracking=tracking),
+    threads = threads_per_trial(exp.resources.cpu, exp.resources.threads)
+    trainable = tune.with_resources(tune.with_parameters(NARTrainable, tracking=tracking,
+                                                         console=worker_settings(board), threads=threads),
                                     {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
-    reporter = tune.CLIReporter(
+    reporter, tune_verbose = make_reporter(NAR, handle, cli_reporter=lambda: tune.CLIReporter(
         metric_columns={"epoch": "epoch", "loss": "loss", "val_tier_acc": "val tier acc",
                         "val_kendall_tau": "val tau", "kendall_tau": "tau", "best_test_acc": "best acc"},
-        parameter_columns=["bench", "dataset", "seed"], max_report_frequency=30)
+        parameter_columns=["bench", "dataset", "seed"], max_report_frequency=30))
     tuner = tune.Tuner(
         trainable, param_space=nar_param_space(exp),
         tune_config=tune.TuneConfig(
@@ -116,11 +121,11 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
             reuse_actors=True, trial_dirname_creator=lambda t: f"nar_{t.trial_id}"),
         run_config=tune.RunConfig(
             name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"), progress_reporter=reporter,
-            verbose=verbose,
+            verbose=tune_verbose if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
                                                     checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=exp.max_failures)))
-    return write_summary(tuner.fit(), exp, out, tracking)
+    return write_summary(fit(tuner, handle), exp, out, tracking)
 
 
 def _entry(result: Any) -> dict[str, Any]:

@@ -225,7 +225,8 @@ class NARRun(EpochRun):
         self.model.train()
         bank, distri = self.bank(), []
         sums = np.zeros(4)
-        for b in self._batches():
+        batches = self._batches()
+        for i, b in enumerate(batches, 1):
             rows = self.train_idx[b]
             x, tier = self.data.features[rows], self.train_tier[b]
             acc = torch.from_numpy(self.data.target[rows]).float()
@@ -239,6 +240,7 @@ class NARRun(EpochRun):
             distri.append(batch_tier_stats(self.data, rows, tier.numpy(), self.cfg.n_tier, self.cfg.bins))
             sums += [len(b), loss.item() * len(b), l_rank.item() * len(b),
                      (logits.argmax(1) == tier).sum().item()]
+            self.tick(i, len(batches), lambda: {"loss": sums[1] / sums[0], "tier_acc": sums[3] / sums[0]})
         self.epoch += 1
         val = self.validate()
         m = {"epoch": self.epoch, "loss": sums[1] / sums[0], "rank_loss": sums[2] / sums[0],

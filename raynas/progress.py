@@ -1,0 +1,88 @@
+"""Intra-epoch progress from trials to the driver, through one small Ray actor (the board).
+
+Tune hears from a class trainable once per ``step()`` (one epoch), which can be minutes; inside the epoch
+the run calls its ``progress`` sink (``trials.epochs.EpochRun.tick``) every couple of seconds. The sink
+sends the numbers, fire-and-forget, to a named ``ProgressBoard`` actor that the driver starts next to the
+Tuner; the console reporter (``raynas.console``) reads the board when it redraws. An actor, not files,
+so that trials on other nodes of a cluster are seen too. A lost board only costs the live lines.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+#: how often (seconds) a trial sends its progress; the console redraws no faster
+SEND_EVERY_S = 2.0
+
+
+class _Board:
+    """The latest progress dict per trial id (``put``), read whole by the driver (``snapshot``)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def put(self, trial_id: str, info: dict[str, Any]) -> None:
+        self.state[trial_id] = info
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return self.state
+
+
+def start_board() -> tuple[str | None, Any]:
+    """Start the board of this driver (Ray must be up): its name (for the trials) and its handle; none
+    (``None, None``) when the console is quiet."""
+    import ray
+
+    from raynas.console import level
+
+    if level() == "quiet":
+        return None, None
+
+    name = f"raynas-progress-{uuid.uuid4().hex[:12]}"
+    handle = ray.remote(num_cpus=0, max_restarts=0)(_Board).options(name=name).remote()
+    return name, handle
+
+
+def read_board(handle: Any, timeout_s: float = 1.0) -> dict[str, dict[str, Any]]:
+    """The board's state, or ``{}`` when it does not answer in time (the console then shows epochs only)."""
+    import ray
+
+    if handle is None:
+        return {}
+    try:
+        return ray.get(handle.snapshot.remote(), timeout=timeout_s)
+    except Exception:
+        return {}
+
+
+def stop_board(handle: Any) -> None:
+    import ray
+
+    if handle is not None:
+        try:
+            ray.kill(handle)
+        except Exception:
+            pass
+
+
+class TrialSink:
+    """The ``progress`` sink of one trial's run: adds the trial id and sends to the board by name."""
+
+    def __init__(self, board: str, trial_id: str):
+        self.board, self.trial_id, self.handle = board, trial_id, None
+        self.failed_at = 0.0
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        import ray
+
+        if self.handle is None:
+            if time.monotonic() - self.failed_at < 30:
+                return
+            try:
+                self.handle = ray.get_actor(self.board)
+            except Exception:  # no board (driver without one, or it is gone): try again later
+                self.failed_at = time.monotonic()
+                return
+        self.handle.put.remote(self.trial_id, info)
