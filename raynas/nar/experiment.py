@@ -137,7 +137,8 @@ def _entry(result: Any) -> dict[str, Any]:
              "seed": result.config.get("seed"), "status": "stopped" if status in (None, "running") else status,
              "epochs": m.get("epoch", 0), **{k: m[k] for k in EPOCH_METRICS + FINAL_METRICS if k in m},
              **{k: m.get(k) for k in ("best_arch", "best_test_acc_oracle", "queries", "search_queries", "n_train",
-                                      "n_val", "n_heldout", "best_epoch", "scatter_png")},
+                                      "n_val", "n_heldout", "best_epoch", "best_val_tier_acc",
+                                      "scatter_png")},
              "checkpoint": result.checkpoint.path if result.checkpoint else None,
              "mlflow_run_id": m.get("mlflow_run_id"), "config": result.config, "path": result.path}
     if result.error:

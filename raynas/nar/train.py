@@ -292,7 +292,7 @@ class NARRun(EpochRun):
         m: dict[str, Any] = ranking_metrics(pred, test)
         m.update({f"{k}_valid": v for k, v in ranking_metrics(pred, valid).items()})
         m.update(n_train=len(self.train_idx), n_val=len(self.val_idx), n_heldout=len(self.test_idx),
-                 best_epoch=self.best["epoch"])
+                 best_epoch=self.best["epoch"], best_val_tier_acc=self.best["val_tier_acc"])
         if scatter:
             scatter_png(pred, test, scatter)
         return m
