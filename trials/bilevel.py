@@ -23,7 +23,7 @@ import search_spaces
 from search_spaces.fast import accelerate
 from trials import cuda_graph
 from trials.darts import build_method
-from trials.batches import BatchStream, Dataset, cutout, split_indices
+from trials.batches import BatchStream, Dataset, cutout, split_indices, train_subset
 from trials.step import Step
 from trials.epochs import Diverged, EpochRun, Stream, resolve_device, rng_state, seed_everything, set_rng_state
 
@@ -73,7 +73,7 @@ class Search(EpochRun):
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and not torch.backends.cudnn.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
-        self.data = data
+        self.data = train_subset(data, cfg.data)
         self.net = self.method.build_supernet(self.data).to(self.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
