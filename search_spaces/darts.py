@@ -19,6 +19,7 @@ from torch import nn
 from search_spaces.nb201 import GenotypeError
 from search_spaces.mixed import MixedOp, edge_scale_key
 from search_spaces.ops import OPS, PARAMETER_FREE, FactorizedReduce, ReLUConvBN
+from search_spaces.supernet import method_slots
 
 PRIMITIVES: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                                "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -272,8 +273,11 @@ class DartsSupernet(nn.Module):
         self.classifier = nn.Linear(C_p, num_classes)
         self.alphas = nn.ParameterDict({cell: nn.Parameter(1e-3 * torch.randn(n_edges, len(rows[0])))
                                         for cell, rows in self._edge_ops.items()})
+        method_slots(self)
 
-    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor], return_features: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits under the edge weights; with ``return_features`` also the last cell's output."""
         for cell in CELL_TYPES:
             if weights[cell].shape != self.alphas[cell].shape:
                 raise ValueError(f"weights[{cell!r}] has shape {tuple(weights[cell].shape)}, "
@@ -282,8 +286,8 @@ class DartsSupernet(nn.Module):
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
             s0, s1 = s1, cell(s0, s1, weights[kind], weights.get(edge_scale_key(kind)))
-        self.features = s1
-        return self.classifier(s1.mean(dim=(2, 3)))
+        logits = self.classifier(s1.mean(dim=(2, 3)))
+        return (logits, s1) if return_features else logits
 
     def edge_ops(self) -> dict[str, list[tuple[str, ...]]]:
         """The candidate ops of every edge, per alpha key (used to name alpha metrics)."""

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from search_spaces.mixed import MixedOp, edge_scale_key
 from search_spaces.ops import OPS, PARAMETER_FREE, ReLUConvBN
+from search_spaces.supernet import method_slots
 
 OPS_NB201: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4
@@ -160,13 +161,15 @@ class NB201Supernet(_Macro):
         self.ops = ops
         self.targets = {"cell": [i for i, _ in EDGES]}  # node each edge feeds (edge normalisation)
         self.alphas = nn.ParameterDict({"cell": nn.Parameter(1e-3 * torch.randn(len(EDGES), len(ops)))})
+        method_slots(self)
 
-    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor], return_features: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits under the edge weights; with ``return_features`` also the last cell's output."""
         x, scale = self.stem(x), weights.get(edge_scale_key("cell"))
         for cell in self.cells:
             x = cell(x, weights["cell"], scale) if isinstance(cell, SearchCell) else cell(x)
-        self.features = x
-        return self.head(x)
+        return (self.head(x), x) if return_features else self.head(x)
 
     def edge_ops(self) -> dict[str, list[tuple[str, ...]]]:
         """The candidate ops of every edge, per alpha key (used to name alpha metrics)."""

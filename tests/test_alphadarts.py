@@ -112,7 +112,7 @@ def test_clean_input_ablation_classifies_the_clean_batch(digits):
 
 def test_one_loss_ablation_is_the_cross_entropy_of_the_masked_batch(digits):
     s = search(digits, reconstruct=False)
-    assert not hasattr(s.net, "mim_decoder")
+    assert "mim_decoder" not in s.net.aux
     x, y = batch(s)
     mask = next_mask(s, x)
     loss, _ = s.method.loss(s.step_context(), x, y, weights(s), "weight")
@@ -123,8 +123,8 @@ def test_one_loss_ablation_is_the_cross_entropy_of_the_masked_batch(digits):
 # ------------------------------------------------------------------------------ the loss
 def _direct_loss(s, x, y, mask, w):
     """l_cls and l_rec written out: CE of the masked batch, per-patch MSE over the masked patches."""
-    logits = s.net(x.masked_fill(mask, 1.0), w)
-    rec = s.net.mim_decoder(s.net.features)
+    logits, features = s.net(x.masked_fill(mask, 1.0), w, return_features=True)
+    rec = s.net.aux["mim_decoder"](features)
     p, total, count = s.cfg.mim.patch_size, 0.0, 0
     for b in range(x.shape[0]):
         for i in range(0, x.shape[2], p):
@@ -217,12 +217,12 @@ def test_the_decoder_reconstructs_the_image_shape_on_each_space(digits, space, l
             "model": {"C": 4, "layers": layers}, "mim": {"patch_size": 2, "decoder": decoder}}
     s = Search(resolve(over), digits)
     x, _ = batch(s)
-    s.net(x, weights(s))
-    out = s.net.mim_decoder(s.net.features)
+    _, features = s.net(x, weights(s), return_features=True)
+    out = s.net.aux["mim_decoder"](features)
     assert out.shape == x.shape
     if decoder == "authors":
         lo, hi = normalised_range(digits)
-        assert isinstance(s.net.mim_decoder[-1], nn.Hardtanh) and out.min() >= lo and out.max() <= hi
+        assert isinstance(s.net.aux["mim_decoder"][-1], nn.Hardtanh) and out.min() >= lo and out.max() <= hi
 
 
 # ------------------------------------------------------------------------------ validation, selection, DARTS
@@ -247,7 +247,7 @@ def test_the_genotype_comes_from_alpha_alone(digits):
     alphas = {k: v.detach().clone() for k, v in s.net.alphas.items()}
     geno = s.genotype()
     s.evaluate()
-    s.net.mim_decoder[0].weight.data.add_(1.0)
+    s.net.aux["mim_decoder"][0].weight.data.add_(1.0)
     assert s.genotype() == geno
     assert s.net.derive(s.method.genotype_weights(s.net)) == s.net.derive(
         {k: F.softmax(a, dim=-1) for k, a in alphas.items()})
@@ -269,7 +269,7 @@ def test_zero_loss_weight_is_darts_bit_for_bit(digits, space, layers):
     assert ha == hb  # losses, accuracies (validation included), genotypes, alpha per edge
     for k in a.net.alphas:
         assert torch.equal(a.net.alphas[k], b.net.alphas[k]), k
-    assert not hasattr(b.net, "mim_decoder")
+    assert "mim_decoder" not in b.net.aux
 
 
 def test_resume_continues_both_mask_generators(digits, tmp_path):

@@ -51,9 +51,9 @@ def test_forward_backward_reaches_alphas(space: str) -> None:
     n_ops = 8 if space == "darts" else len(SPACES[space]["normal"][0])
     assert {k: tuple(a.shape) for k, a in net.alphas.items()} == {"normal": (14, n_ops), "reduce": (14, n_ops)}
     assert net.space == space
-    logits = net(torch.randn(2, 3, 8, 8), _softmax(net))
+    logits, features = net(torch.randn(2, 3, 8, 8), _softmax(net), return_features=True)
     assert logits.shape == (2, 10)
-    assert net.features.shape == (2, 4 * 16, 2, 2)  # 4 nodes x 4C channels after two reductions
+    assert features.shape == (2, 4 * 16, 2, 2)  # 4 nodes x 4C channels after two reductions
     logits.square().mean().backward()
     for a in net.alphas.values():
         assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0

@@ -30,7 +30,7 @@ def run(method: str, space: str, data) -> tuple[str, str]:
     s = Search(resolve(over), data)
     for _ in range(2):
         m = s.run_epoch()
-    checksum = sum(float(a.detach().double().sum()) for a in s.net.alphas.values())
+    checksum = sum(float(a.detach().double().sum()) for a in s.method.arch_parameters(s.net))
     return m["genotype"], repr(checksum)
 
 

@@ -78,7 +78,7 @@ def test_partial_channels_cut_op_flops_by_at_least_k():
 def test_edge_normalisation_beta_gets_gradients_and_reorders_edges(digits):
     s = Search(cfg(method="pcdarts", space="darts", model={"C": 8, "layers": 3}, arch={"warmup_epochs": 0}), digits)
     assert isinstance(s.method, EdgeNormalisation)
-    beta = s.net.alphas["beta_normal"]
+    beta = s.net.arch_extra["beta_normal"]
     x, y, xa, ya = batches(s)
     s.method.arch_step(s.step_context(), x, y, xa, ya)
     assert beta.grad is not None and beta.grad.abs().sum() > 0
@@ -109,8 +109,9 @@ def test_pcdarts_cell_is_the_reference_formula(digits, space):
     cell = next(c for c in net.cells if c.edges[0].stride == 2) if space == "darts" else net.cells[0]
     kind = ("reduce" if cell.reduction else "normal") if space == "darts" else "cell"
     weights = s.method.edge_weights(net)
-    soft_beta = torch.cat([F.softmax(net.alphas[f"beta_{kind}"][[i for i, t in enumerate(net.targets[kind]) if t == n]],
-                                     dim=0) for n in sorted(set(net.targets[kind]))])
+    beta = net.arch_extra[f"beta_{kind}"]
+    soft_beta = torch.cat([F.softmax(beta[[i for i, t in enumerate(net.targets[kind]) if t == n]], dim=0)
+                           for n in sorted(set(net.targets[kind]))])
     torch.testing.assert_close(weights[f"{kind}.edge_scale"], soft_beta)  # targets are grouped by node
 
     def edge(op, x, alpha):
@@ -165,7 +166,7 @@ def test_edge_normalisation_composes_with_dirichlet_weights(digits):
     torch.testing.assert_close(w["cell"].sum(-1), w["cell.edge_scale"])  # Dirichlet rows sum to 1
     x, y, xa, ya = batches(s)
     s.method.arch_step(s.step_context(), x, y, xa, ya)
-    assert s.net.alphas["beta_cell"].grad.abs().sum() > 0
+    assert s.net.arch_extra["beta_cell"].grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------------------------------ DrNAS
@@ -311,7 +312,7 @@ def test_mim_in_the_arch_step_only_still_trains_the_decoder(digits):
     """``mim.steps=arch``: the weight step trains the decoder on features it cannot change, so the
     supernet weights get exactly the cross-entropy gradient and the decoder does not stay random."""
     s = Search(cfg(method="alphadarts", mim={"patch_size": 2, "steps": "arch"}), digits)
-    decoder = [p.detach().clone() for p in s.net.mim_decoder.parameters()]
+    decoder = [p.detach().clone() for p in s.net.aux["mim_decoder"].parameters()]
     x, y, _, _ = batches(s)
     w = {k: v.detach() for k, v in s.method.edge_weights(s.net).items()}
     stem = s.net.stem[0].weight
@@ -319,7 +320,7 @@ def test_mim_in_the_arch_step_only_still_trains_the_decoder(digits):
     (g_ce,) = torch.autograd.grad(F.cross_entropy(s.net(x, w), y), stem)
     torch.testing.assert_close(g_weight_step, g_ce)
     s.run_epoch()
-    assert not any(torch.equal(a, b) for a, b in zip(decoder, s.net.mim_decoder.parameters()))
+    assert not any(torch.equal(a, b) for a, b in zip(decoder, s.net.aux["mim_decoder"].parameters()))
 
 
 # ------------------------------------------------------------------------------------------ composition

@@ -9,8 +9,8 @@ per-patch MSE averaged over the masked patches only; validation masks its batche
 by the largest alpha, exactly as DARTS. Every choice is a ``mim.*`` field (ablations, the Optuna
 study); with ``mim.loss_weight=0`` this is exactly DARTS.
 
-In the steps the piece reads only the step context (the forward, and the supernet module that holds
-the decoder and the last features); at ``prepare`` the run's data, device and supernet.
+In the steps the piece reads only the step context (the forward with the last cell's features, and the
+supernet whose ``aux`` holds the decoder); at ``prepare`` the run's data, device and supernet.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from trials.batches import Dataset
     from trials.step import SearchRun, Step
 
-Classify = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Classify = Callable[["Step", torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @register_section("mim")
@@ -143,7 +143,7 @@ class MaskedImageModelling(Darts):
             raise ConfigError(f"mim.patch_size={m.patch_size} must divide the {cfg.dataset} image size "
                               f"{search.data.resolution}")
         if self.active and m.reconstruct:
-            search.net.add_module("mim_decoder", self._build_decoder(search).to(search.device))
+            search.net.aux["mim_decoder"] = self._build_decoder(search).to(search.device)
 
     def _build_decoder(self, search: SearchRun) -> nn.Module:
         data, net = search.data, search.net
@@ -153,9 +153,9 @@ class MaskedImageModelling(Darts):
             net.eval()
             with torch.no_grad():
                 x = torch.zeros(1, data.in_channels, data.resolution, data.resolution, device=search.device)
-                net(x, self.eval_weights(net))
+                _, features = net(x, self.eval_weights(net), return_features=True)
             net.train(was_training)
-            c_feat, side = net.features.shape[1], net.features.shape[-1]
+            c_feat, side = features.shape[1], features.shape[-1]
             up = data.resolution // side
             if side * up != data.resolution or up & (up - 1):
                 raise ConfigError(f"mim.decoder: the last features ({side}x{side}) must upsample to the "
@@ -182,18 +182,23 @@ class MaskedImageModelling(Darts):
         m = self.cfg.mim
         mask = patch_mask(x.shape, m.patch_size, m.mask_ratio, generator)
         masked = x.masked_fill(mask, m.mask_value)
-        l_cls, logits = classify(masked if m.cls_on_masked else x)
         if not m.reconstruct:
+            l_cls, logits = classify(step, masked if m.cls_on_masked else x)
             return l_cls, logits, None
-        if not m.cls_on_masked:
-            step.forward(masked, weights)  # the decoder reads the masked image's features
-        rec = self.reconstruction(step, x, mask)
+        if m.cls_on_masked:  # one forward feeds both heads: the decoder reads the classifier's features
+            tapped, seen = step.tap_features()
+            l_cls, logits = classify(tapped, masked)
+            features = seen[-1]
+        else:
+            l_cls, logits = classify(step, x)
+            _, features = step.forward_features(masked, weights)
+        rec = self.reconstruction(step, features, x, mask)
         return l_cls + self.weighted(rec, l_cls), logits, rec
 
-    def reconstruction(self, step: Step, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The decoder's output from the last forward's features against the clean batch ``x``."""
-        net = step.supernet
-        return reconstruction_loss(net.mim_decoder(net.features), x, mask, self.cfg.mim.patch_size,
+    def reconstruction(self, step: Step, features: torch.Tensor, x: torch.Tensor, mask: torch.Tensor
+                       ) -> torch.Tensor:
+        """The decoder's output from the masked batch's features against the clean batch ``x``."""
+        return reconstruction_loss(step.supernet.aux["mim_decoder"](features), x, mask, self.cfg.mim.patch_size,
                                    self.cfg.mim.loss)
 
     def loss(self, step: Step, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
@@ -204,7 +209,7 @@ class MaskedImageModelling(Darts):
             return super().loss(step, x, y, weights, phase)
         base = super().loss
         loss, logits, rec = self.masked_loss(step, x, weights, self.mask_gen,
-                                             lambda inp: base(step, inp, y, weights, phase))
+                                             lambda st, inp: base(st, inp, y, weights, phase))
         if rec is not None:
             self._rec[0] += float(rec.detach())
             self._rec[1] += 1
@@ -217,8 +222,8 @@ class MaskedImageModelling(Darts):
         if not (self.active and self.cfg.mim.masked_eval):
             return super().eval_loss(step, x, y, weights)
 
-        def classify(inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = step.forward(inp, weights)
+        def classify(st: Step, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = st.forward(inp, weights)
             return F.cross_entropy(logits, y), logits
 
         loss, logits, _ = self.masked_loss(step, x, weights, self.eval_mask_gen, classify)
@@ -233,8 +238,8 @@ class MaskedImageModelling(Darts):
         loss, logits = super().loss(step, x, y, weights, "weight")
         mask = patch_mask(x.shape, m.patch_size, m.mask_ratio, self.mask_gen)
         with torch.no_grad():
-            step.forward(x.masked_fill(mask, m.mask_value), weights)
-        return loss + self.weighted(self.reconstruction(step, x, mask), loss), logits
+            _, features = step.forward_features(x.masked_fill(mask, m.mask_value), weights)
+        return loss + self.weighted(self.reconstruction(step, features, x, mask), loss), logits
 
     def epoch_metrics(self) -> dict[str, Any]:
         total, n = self._rec

@@ -53,7 +53,7 @@ class Darts:
     # -- how alpha becomes edge weights ---------------------------------------------------------
     @staticmethod
     def alphas(net: nn.Module) -> dict[str, nn.Parameter]:
-        """The per-cell-type op alphas (``net.alphas`` may also hold a variant's extra arch parameters)."""
+        """The per-cell-type op alphas (a variant's further arch parameters are in ``net.arch_extra``)."""
         return {cell: net.alphas[cell] for cell in net.edge_ops()}
 
     def edge_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
@@ -71,7 +71,8 @@ class Darts:
 
     # -- which parameters train -------------------------------------------------------------------
     def arch_parameters(self, net: nn.Module) -> list[nn.Parameter]:
-        return list(net.alphas.values())
+        """Alpha, then what a variant added to ``net.arch_extra`` (PC-DARTS' beta): the arch optimiser's."""
+        return [*net.alphas.values(), *net.arch_extra.values()]
 
     def weight_parameters(self, net: nn.Module) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters(net)}

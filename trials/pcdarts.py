@@ -64,14 +64,14 @@ class EdgeNormalisation(Darts):
         super().prepare(search)
         net = search.net
         for cell in net.edge_ops():  # beta ~ 1e-3 * randn, one per edge, like the reference
-            net.alphas[f"beta_{cell}"] = nn.Parameter(1e-3 * torch.randn(len(net.edge_ops()[cell]),
-                                                                           device=net.alphas[cell].device))
+            net.arch_extra[f"beta_{cell}"] = nn.Parameter(1e-3 * torch.randn(len(net.edge_ops()[cell]),
+                                                                               device=net.alphas[cell].device))
 
     def _normalise(self, net: nn.Module, weights: dict[str, torch.Tensor], detach: bool,
                    scales: bool) -> dict[str, torch.Tensor]:
         out = {}
         for cell, w in weights.items():
-            beta = net.alphas[f"beta_{cell}"]
+            beta = net.arch_extra[f"beta_{cell}"]
             norm = edge_normalisation(beta.detach() if detach else beta, net.targets[cell])
             out[cell] = w * norm[:, None]
             if scales:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from search_spaces.supernet import auxiliary_modules
 from trials.config import need
 from trials.darts import Darts
 from trials.pcdarts import defaults as pcdarts_defaults
@@ -24,10 +25,9 @@ if TYPE_CHECKING:
 
 
 def _searched(net: nn.Module):
-    """Modules of the supernet proper (a MIM decoder is not part of the random-feature network)."""
-    for name, m in net.named_modules():
-        if not name.startswith("mim_decoder"):
-            yield m
+    """Modules of the supernet proper (auxiliary ones, e.g. a MIM decoder, are not random features)."""
+    aux = auxiliary_modules(net)
+    return (m for m in net.modules() if id(m) not in aux)
 
 
 @register_section("rf")
