@@ -22,7 +22,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def demo_argv() -> list[str]:
-    line = next(ln for ln in (REPO / "Makefile").read_text().splitlines() if ln.strip().startswith("$(BIN)/raynas search"))
+    line = next(ln for ln in (REPO / "Makefile").read_text().splitlines()
+                if ln.strip().startswith("$(BIN)/raynas search"))
     return [sys.executable, "-m", "raynas.cli", *line.split()[1:]]
 
 

@@ -33,7 +33,8 @@ NOISE = ("== Status ==", "Checkpoint successfully created", "Token authenticatio
 
 def demo_command() -> list[str]:
     """The ``make demo`` invocation, read from the Makefile (so the test follows the demo's size)."""
-    line = next(ln for ln in (REPO / "Makefile").read_text().splitlines() if ln.strip().startswith("$(BIN)/raynas search"))
+    line = next(ln for ln in (REPO / "Makefile").read_text().splitlines()
+                if ln.strip().startswith("$(BIN)/raynas search"))
     return [sys.executable, "-m", "raynas.cli", *line.split()[1:]]
 
 
@@ -48,7 +49,8 @@ def test_clock_and_labels() -> None:
     assert [clock(s) for s in (0, 42.4, 725, 3723)] == ["0:00", "0:42", "12:05", "1:02:03"]
     config = {"method": "darts", "space": "nb201", "dataset": "digits", "seed": 3, "epochs": 2}
     assert trial_label(SEARCH, "abcde_00007", config) == "00007 darts/nb201/digits/s3"
-    assert trial_label(RETRAIN, "00001", {"space": "darts", "dataset": "cifar10", "seed": 0}) == "00001 darts/cifar10/s0"
+    retrain = {"space": "darts", "dataset": "cifar10", "seed": 0}
+    assert trial_label(RETRAIN, "00001", retrain) == "00001 darts/cifar10/s0"
     assert trial_label(NAR, "00002", {"bench": "nb201", "dataset": "cifar10", "seed": 1}) == "00002 nb201/cifar10/s1"
 
 
@@ -91,8 +93,9 @@ def test_oversubscription_warning() -> None:
 
 
 # ------------------------------------------------------------------------------------------ quiet imports
-@pytest.mark.parametrize("argv", [["methods"], ["bench", "nb201", "query", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
-                                                "--table", "MISSING.csv"],
+@pytest.mark.parametrize("argv", [["methods"],
+                                  ["bench", "nb201", "query", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+                                   "--table", "MISSING.csv"],
                                   ["genotype", "--space", "nb201", "--genotype",
                                    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
                                    "nor_conv_3x3~2|"]])

@@ -319,7 +319,8 @@ def test_rank_json_schema(tmp_path, capsys, monkeypatch):
     assert {"best_arch", "best_test_acc", "percentile", "queries"} <= set(out)
     assert out["queries"] == 60 + 20 + 10 and parse_genotype(out["best_arch"])
     assert json.loads((tmp_path / "runs" / "rank" / "rank.json").read_text())["best_arch"] == out["best_arch"]
-    kept = re.findall(r"\[seed 0\] kept epoch (\d) of 2: the best validation tier accuracy \((\d\.\d{3})\)", captured.err)
+    kept = re.findall(r"\[seed 0\] kept epoch (\d) of 2: the best validation tier accuracy \((\d\.\d{3})\)",
+                      captured.err)
     assert len(kept) == 1 and int(kept[0][0]) == out["per_seed"][0]["best_epoch"]
 
 

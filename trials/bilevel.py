@@ -185,7 +185,7 @@ class Search(EpochRun):
             sums[1] += (logits.argmax(1) == y).sum()
             n_w += len(y)
             steps += 1
-            self.tick(steps, total, lambda: self.live_metrics(sums, n_w))
+            self.tick(steps, total, lambda n=n_w: self.live_metrics(sums, n))
         lr = self.w_opt.param_groups[0]["lr"]
         self.sched.step()
         s = sums.tolist()

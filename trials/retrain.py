@@ -191,7 +191,7 @@ class Retrain(EpochRun):
             sums[1] += (logits.detach().argmax(1) == y).sum()
             n += len(y)
             steps += 1
-            self.tick(steps, total, lambda: {"train_acc": 100.0 * float(sums[1]) / max(n, 1)})
+            self.tick(steps, total, lambda n=n: {"train_acc": 100.0 * float(sums[1]) / max(n, 1)})
         lr = self.opt.param_groups[0]["lr"]
         self.sched.step()
         loss_sum, correct = sums.tolist()

@@ -45,7 +45,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any NARConfig field (tune: also experiment fields, e.g. tune.num_samples=4)")
     p.add_argument("--out", help="write rank.json and predicted-vs-true rank scatter PNGs here (tune, --ray: the "
-                                 "Ray results, summary.json; default runs/rank, with tune/--ray runs/<experiment name>)")
+                                 "Ray results, summary.json; default runs/rank, with tune/--ray "
+                                 "runs/<experiment name>)")
     p.add_argument("--ray", action="store_true", help="one tracked Ray Tune trial (NARTrainable) per seed")
     p.add_argument("--cpus", type=float, default=1.0, help="CPUs per trial with --ray")
     p.add_argument("--tracking-uri", dest="tracking_uri",
@@ -110,6 +111,7 @@ def experiment(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
+    from raynas.config import ConfigError
     from raynas.nar.data import require_table
     from raynas.nar.local import run_local, summarize
 

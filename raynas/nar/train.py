@@ -240,7 +240,7 @@ class NARRun(EpochRun):
             distri.append(batch_tier_stats(self.data, rows, tier.numpy(), self.cfg.n_tier, self.cfg.bins))
             sums += [len(b), loss.item() * len(b), l_rank.item() * len(b),
                      (logits.argmax(1) == tier).sum().item()]
-            self.tick(i, len(batches), lambda: {"loss": sums[1] / sums[0], "tier_acc": sums[3] / sums[0]})
+            self.tick(i, len(batches), lambda s=sums: {"loss": s[1] / s[0], "tier_acc": s[3] / s[0]})
         self.epoch += 1
         val = self.validate()
         m = {"epoch": self.epoch, "loss": sums[1] / sums[0], "rank_loss": sums[2] / sums[0],
