@@ -111,6 +111,10 @@ def clock(seconds: float) -> str:
 
 
 def trial_label(kind: Kind, trial_id: str, config: dict[str, Any]) -> str:
+    """``00003 darts/nb201/cifar10/s0``: the trial id's counter and the kind's config keys (a retraining's
+    space sits in its ``arch`` grid value)."""
+    arch = config.get("arch") if isinstance(config.get("arch"), dict) else {}
+    config = {**arch, **config}
     parts = [f"s{config[k]}" if k == "seed" else str(config[k]) for k in kind.label if k in config]
     return f"{trial_id[-5:]} {'/'.join(parts)}"
 
@@ -147,15 +151,18 @@ def live_line(kind: Kind, label: str, info: dict[str, Any] | None, last: dict[st
               now: float) -> str:
     """The redrawn line of a running trial: the progress report ``info`` over the last epoch's ``last``."""
     if not info or info.get("epoch", 0) <= last.get("epoch", 0):
-        done = last.get("epoch")
-        return f"{label}  {'epoch ' + str(done) + ' done, next starting' if done else 'starting'}"
+        done, total = last.get("epoch"), last.get("total_epochs")
+        if not done:
+            return f"{label}  starting"
+        return f"{label}  epoch {done}/{total} done, finishing" if done == total else \
+            f"{label}  epoch {done} done, next starting"
     epoch, epochs, step, steps = info["epoch"], info["epochs"], info["step"], info["steps"]
     rate = info.get("rate")
     parts = [f"epoch {epoch}/{epochs}", f"step {step}/{steps}"]
     if rate:
         per_epoch = last.get(kind.epoch_time) or steps / rate
         eta = (steps - step) / rate + (epochs - epoch) * per_epoch - max(now - info["time"], 0.0)
-        parts += [f"{rate:.1f} it/s", f"ETA {clock(max(eta, 0.0))}"]
+        parts += [f"{rate:.1f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it", f"ETA {clock(max(eta, 0.0))}"]
     values = {**last, **{k: v for k, v in info.items() if k not in ("epoch", "step")}}
     nb = nb201_live(info, dataset)
     if nb is not None:

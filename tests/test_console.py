@@ -27,7 +27,7 @@ EPOCH_RE = re.compile(r"^[0-9a-f]{5} darts/nb201/digits/s0  epoch (\d+)/(\d+)  \
                       r"valid \d+\.\d%  skips \d$")
 #: a live line: "00000 darts/nb201/digits/s0  epoch 2/6  step 7/11  2.8 it/s  ETA 0:06  train 72.8% ..."
 LIVE_RE = re.compile(r"^[0-9a-f]{5} darts/nb201/digits/s0  epoch (\d+)/(\d+)  step (\d+)/(\d+)"
-                     r"(  \d+\.\d it/s  ETA \d+:\d\d)?  train \d+\.\d%")
+                     r"(  \d+\.\d (?:it/s|s/it)  ETA \d+:\d\d)?  train \d+\.\d%")
 NOISE = ("== Status ==", "Checkpoint successfully created", "Token authentication", " INFO ", "Started a local Ray")
 
 
@@ -51,6 +51,8 @@ def test_clock_and_labels() -> None:
     assert trial_label(SEARCH, "abcde_00007", config) == "00007 darts/nb201/digits/s3"
     retrain = {"space": "darts", "dataset": "cifar10", "seed": 0}
     assert trial_label(RETRAIN, "00001", retrain) == "00001 darts/cifar10/s0"
+    arch = {"arch": {"space": "nb201", "genotype": "|...|", "search": None}, "dataset": "digits", "seed": 1}
+    assert trial_label(RETRAIN, "00002", arch) == "00002 nb201/digits/s1"
     assert trial_label(NAR, "00002", {"bench": "nb201", "dataset": "cifar10", "seed": 1}) == "00002 nb201/cifar10/s1"
 
 
@@ -63,8 +65,10 @@ def test_live_line_eta_and_table_accuracy() -> None:
     assert line == ("00000 darts/nb201/cifar10/s0  epoch 2/4  step 5/10  2.0 it/s  ETA 0:22  train 71.2%  "
                     "valid 40.0%  skips 2  nb201 93.4%")
     assert "ETA" not in live_line(SEARCH, "x", {**info, "rate": None}, last, "cifar10", 100.0)
+    assert "  4.0 s/it  ETA " in live_line(SEARCH, "x", {**info, "rate": 0.25}, last, "cifar10", 100.0)
     assert live_line(SEARCH, "x", None, {}, None, 0.0) == "x  starting"
     assert live_line(SEARCH, "x", {**info, "epoch": 1}, last, None, 0.0) == "x  epoch 1 done, next starting"
+    assert live_line(SEARCH, "x", None, {"epoch": 4, "total_epochs": 4}, None, 0.0) == "x  epoch 4/4 done, finishing"
     nar = live_line(NAR, "n", {"epoch": 1, "epochs": 3, "step": 2, "steps": 4, "rate": None, "time": 0.0,
                                "loss": 1.23456, "tier_acc": 0.5}, {}, None, 0.0)
     assert nar == "n  epoch 1/3  step 2/4  loss 1.235  tier 0.500"
