@@ -74,7 +74,7 @@ def quiet_worker_logs() -> None:
 
 def worker_settings(board: str | None) -> dict[str, Any]:
     """What the trials need to know of the console (passed with ``tune.with_parameters``)."""
-    return {"board": board if level() != "quiet" else None, "level": level()}
+    return {"board": board if level() == "normal" else None, "level": level()}
 
 
 # ------------------------------------------------------------------------------------------ formatting

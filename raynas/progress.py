@@ -32,12 +32,12 @@ class _Board:
 
 def start_board() -> tuple[str | None, Any]:
     """Start the board of this driver (Ray must be up): its name (for the trials) and its handle; none
-    (``None, None``) when the console is quiet."""
+    (``None, None``) when nothing reads it: the console is quiet, or verbose (Ray's own tables)."""
     import ray
 
     from raynas.console import level
 
-    if level() == "quiet":
+    if level() != "normal":
         return None, None
 
     name = f"raynas-progress-{uuid.uuid4().hex[:12]}"
