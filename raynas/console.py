@@ -72,6 +72,11 @@ def quiet_worker_logs() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def wants_board() -> bool:
+    """Whether the driver should start a progress board: only the normal console reads one."""
+    return level() == "normal"
+
+
 def worker_settings(board: str | None) -> dict[str, Any]:
     """What the trials need to know of the console (passed with ``tune.with_parameters``)."""
     return {"board": board if level() == "normal" else None, "level": level()}
@@ -128,16 +133,6 @@ def _metrics(kind: Kind, values: dict[str, Any]) -> str:
     return "  ".join(out)
 
 
-def nb201_live(info: dict[str, Any], dataset: str | None) -> float | None:
-    """The table's test accuracy of the current genotype in a progress report."""
-    row = info.get("nb201")
-    if not row:
-        return None
-    from raynas.trainable import NB201_COLUMNS  # noqa: PLC0415 (driver side, Ray already loaded)
-
-    return row.get(NB201_COLUMNS.get(dataset or "", NB201_COLUMNS["cifar10"])[1])
-
-
 def epoch_line(kind: Kind, label: str, result: dict[str, Any]) -> str:
     """The permanent line of a finished epoch."""
     total = result.get("total_epochs")
@@ -147,8 +142,7 @@ def epoch_line(kind: Kind, label: str, result: dict[str, Any]) -> str:
     return f"{label}  {epoch}{took}  {_metrics(kind, result)}".rstrip()
 
 
-def live_line(kind: Kind, label: str, info: dict[str, Any] | None, last: dict[str, Any], dataset: str | None,
-              now: float) -> str:
+def live_line(kind: Kind, label: str, info: dict[str, Any] | None, last: dict[str, Any], now: float) -> str:
     """The redrawn line of a running trial: the progress report ``info`` over the last epoch's ``last``."""
     if not info or info.get("epoch", 0) <= last.get("epoch", 0):
         done, total = last.get("epoch"), last.get("total_epochs")
@@ -164,9 +158,6 @@ def live_line(kind: Kind, label: str, info: dict[str, Any] | None, last: dict[st
         eta = (steps - step) / rate + (epochs - epoch) * per_epoch - max(now - info["time"], 0.0)
         parts += [f"{rate:.1f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it", f"ETA {clock(max(eta, 0.0))}"]
     values = {**last, **{k: v for k, v in info.items() if k not in ("epoch", "step")}}
-    nb = nb201_live(info, dataset)
-    if nb is not None:
-        values["nb201_test"] = nb
     return f"{label}  {'  '.join(parts)}  {_metrics(kind, values)}".rstrip()
 
 
@@ -275,7 +266,7 @@ def _make_class() -> type:
                         if not info or info["epoch"] <= last.get("epoch", 0) or self.printed.get(t.trial_id) == mark:
                             continue
                         self.printed[t.trial_id] = mark
-                    live.append(live_line(self.kind, self._label(t), info, last, t.config.get("dataset"), now))
+                    live.append(live_line(self.kind, self._label(t), info, last, now))
                 counts = self._counts(trials)
                 if self.tty:
                     live.append(counts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 #: how often (seconds) a trial sends its progress; the console redraws no faster
 SEND_EVERY_S = 2.0
@@ -30,14 +30,12 @@ class _Board:
         return self.state
 
 
-def start_board() -> tuple[str | None, Any]:
+def start_board(wanted: bool = True) -> tuple[str | None, Any]:
     """Start the board of this driver (Ray must be up): its name (for the trials) and its handle; none
-    (``None, None``) when nothing reads it: the console is quiet, or verbose (Ray's own tables)."""
+    (``None, None``) unless ``wanted`` (``raynas.console.wants_board``: nothing reads it when quiet or verbose)."""
     import ray
 
-    from raynas.console import level
-
-    if level() != "normal":
+    if not wanted:
         return None, None
 
     name = f"raynas-progress-{uuid.uuid4().hex[:12]}"
@@ -70,9 +68,10 @@ def stop_board(handle: Any) -> None:
 class TrialSink:
     """The ``progress`` sink of one trial's run: adds the trial id and sends to the board by name."""
 
-    def __init__(self, board: str, trial_id: str):
+    def __init__(self, board: str, trial_id: str, transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.board, self.trial_id, self.handle = board, trial_id, None
-        self.failed_at = 0.0
+        self.transform = transform or (lambda info: info)
+        self.failed_at = -60.0
 
     def __call__(self, info: dict[str, Any]) -> None:
         import ray
@@ -85,4 +84,4 @@ class TrialSink:
             except Exception:  # no board (driver without one, or it is gone): try again later
                 self.failed_at = time.monotonic()
                 return
-        self.handle.put.remote(self.trial_id, info)
+        self.handle.put.remote(self.trial_id, self.transform(info))

@@ -210,7 +210,7 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
 
     from raynas.cluster import init_ray
 
-    from raynas.console import RETRAIN, make_reporter, worker_settings
+    from raynas.console import RETRAIN, make_reporter, wants_board, worker_settings
     from raynas.progress import start_board
     from raynas.runner import fit
     from raynas.threads import threads_per_trial, warn_oversubscribed
@@ -221,7 +221,7 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
     resources = resources or {"cpu": 1, "gpu": 0}
     cpus, threads = resources.get("cpu", 1), threads_per_trial(resources.get("cpu", 1), resources.get("threads"))
     warn_oversubscribed(len(configs), cpus, threads, None, address)
-    board, handle = start_board() if verbose else (None, None)
+    board, handle = start_board(bool(verbose) and wants_board())
     reporter, tune_verbose = make_reporter(RETRAIN, handle, cli_reporter=lambda: tune.CLIReporter(
         metric_columns={"epoch": "epoch", "train_acc": "train acc", "test_acc": "test acc", "epoch_time": "s/epoch"},
         parameter_columns=["seed"], max_report_frequency=30))

@@ -136,13 +136,14 @@ def _cli_reporter() -> Any:
 
 def start_console(exp: ExperimentConfig, address: str | None, n_trials: int) -> tuple[str | None, Any]:
     """After Ray is up: the oversubscription warning and the progress board (none when quiet)."""
+    from raynas.console import wants_board
     from raynas.progress import start_board
     from raynas.threads import warn_oversubscribed
 
     max_conc = exp.tune.max_concurrent_trials if exp.tune is not None else exp.max_concurrent_trials or None
     warn_oversubscribed(n_trials, exp.resources.cpu, threads_per_trial(exp.resources.cpu, exp.resources.threads),
                         max_conc, address)
-    return start_board()
+    return start_board(wants_board())
 
 
 def n_trials(exp: ExperimentConfig) -> int:

@@ -80,6 +80,10 @@ class RunTrainable(tune.Trainable):
     def log_final(self, tracker: Any, result: dict[str, Any] | None) -> None:
         """What the finished run leaves in MLflow besides its metrics (``result`` is None when stopped)."""
 
+    def live(self, info: dict[str, Any]) -> dict[str, Any]:
+        """An intra-epoch progress report as the console shows it (``raynas.progress``)."""
+        return info
+
     # -- shared by every kind ---------------------------------------------------------------------------
     def setup(self, config: dict[str, Any], tracking: dict[str, Any] | None = None,
               console: dict[str, Any] | None = None, threads: int | None = None) -> None:
@@ -97,7 +101,7 @@ class RunTrainable(tune.Trainable):
         if self.console.get("board"):
             from raynas.progress import TrialSink
 
-            self.run.progress = TrialSink(self.console["board"], self.trial_id)
+            self.run.progress = TrialSink(self.console["board"], self.trial_id, self.live)
         self.status = "running"
         self.tracking = tracking if tracking is not None else getattr(self, "tracking", None)
         self.tracker: Any = None
@@ -221,6 +225,11 @@ class SearchTrainable(RunTrainable):
         if not done and self.cfg.collapse_skip is not None and metrics["skip_count"] >= self.cfg.collapse_skip:
             status, done = "stopped_collapse", True
         return {**metrics, **nb201_headline(metrics.get("nb201"), self.cfg.dataset)}, status, done
+
+    def live(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The table row of the current genotype becomes its headline accuracy (``nb201_test``)."""
+        row = info.pop("nb201", None)
+        return {**info, **nb201_headline(row, self.cfg.dataset)}
 
     def log_epoch(self, tracker: Any, result: dict[str, Any]) -> None:
         if "alpha" in result:  # a diverged trial's result carries no architecture

@@ -59,18 +59,18 @@ def test_clock_and_labels() -> None:
 def test_live_line_eta_and_table_accuracy() -> None:
     last = {"epoch": 1, "epoch_time": 10.0, "valid_acc": 40.0, "skip_count": 2}
     info = {"epoch": 2, "epochs": 4, "step": 5, "steps": 10, "rate": 2.0, "time": 100.0, "train_acc": 71.25,
-            "nb201": {"cifar10_test": 93.37, "cifar10_valid": 90.0}}
-    line = live_line(SEARCH, "00000 darts/nb201/cifar10/s0", info, last, "cifar10", now=101.0)
+            "nb201_test": 93.37}
+    line = live_line(SEARCH, "00000 darts/nb201/cifar10/s0", info, last, now=101.0)
     # 5 steps left at 2 it/s, then 2 more epochs of 10 s, minus the second since the report: 2.5 + 20 - 1
     assert line == ("00000 darts/nb201/cifar10/s0  epoch 2/4  step 5/10  2.0 it/s  ETA 0:22  train 71.2%  "
                     "valid 40.0%  skips 2  nb201 93.4%")
-    assert "ETA" not in live_line(SEARCH, "x", {**info, "rate": None}, last, "cifar10", 100.0)
-    assert "  4.0 s/it  ETA " in live_line(SEARCH, "x", {**info, "rate": 0.25}, last, "cifar10", 100.0)
-    assert live_line(SEARCH, "x", None, {}, None, 0.0) == "x  starting"
-    assert live_line(SEARCH, "x", {**info, "epoch": 1}, last, None, 0.0) == "x  epoch 1 done, next starting"
-    assert live_line(SEARCH, "x", None, {"epoch": 4, "total_epochs": 4}, None, 0.0) == "x  epoch 4/4 done, finishing"
+    assert "ETA" not in live_line(SEARCH, "x", {**info, "rate": None}, last, 100.0)
+    assert "  4.0 s/it  ETA " in live_line(SEARCH, "x", {**info, "rate": 0.25}, last, 100.0)
+    assert live_line(SEARCH, "x", None, {}, 0.0) == "x  starting"
+    assert live_line(SEARCH, "x", {**info, "epoch": 1}, last, 0.0) == "x  epoch 1 done, next starting"
+    assert live_line(SEARCH, "x", None, {"epoch": 4, "total_epochs": 4}, 0.0) == "x  epoch 4/4 done, finishing"
     nar = live_line(NAR, "n", {"epoch": 1, "epochs": 3, "step": 2, "steps": 4, "rate": None, "time": 0.0,
-                               "loss": 1.23456, "tier_acc": 0.5}, {}, None, 0.0)
+                               "loss": 1.23456, "tier_acc": 0.5}, {}, 0.0)
     assert nar == "n  epoch 1/3  step 2/4  loss 1.235  tier 0.500"
 
 
