@@ -200,7 +200,7 @@ def _make_class() -> type:
         def __init__(self, kind: Kind, board: Any = None, stream: TextIO | None = None,
                      interval: float | None = None, tty: bool | None = None):
             self.kind, self.board = kind, board
-            self.stream = stream or sys.stderr
+            self._stream = stream  # None: sys.stderr when writing (the Tuner pickles its reporter)
             self.tty = self.stream.isatty() if tty is None else tty
             env = os.environ.get(INTERVAL_ENV)
             self.interval = interval if interval is not None else float(env) if env else (2.0 if self.tty else 30.0)
@@ -211,6 +211,10 @@ def _make_class() -> type:
             self.start = time.time()
             self.counts = ""
             self.printed: dict[str, tuple[int, int]] = {}  # pipe: (epoch, step) last printed per trial
+
+        @property
+        def stream(self) -> TextIO:
+            return self._stream or sys.stderr
 
         def setup(self, start_time: float | None = None, *args: Any, **kwargs: Any) -> None:
             self.start = start_time or time.time()

@@ -231,7 +231,7 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
         param_space={**overrides, "arch": tune.grid_search(jobs), "seed": tune.grid_search(list(seeds))},
         tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=lambda t: f"retrain_{t.trial_id}"),
         run_config=tune.RunConfig(
-            name="retrain", storage_path=str(out / "ray_results"), progress_reporter=reporter,
+            name="retrain", storage_path=str(out / "ray_results"), progress_reporter=reporter if verbose else None,
             verbose=tune_verbose if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=max_failures)))

@@ -120,7 +120,8 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
                                    else exp.max_concurrent_trials or None),
             reuse_actors=True, trial_dirname_creator=lambda t: f"nar_{t.trial_id}"),
         run_config=tune.RunConfig(
-            name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"), progress_reporter=reporter,
+            name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"),
+            progress_reporter=reporter if verbose else None,
             verbose=tune_verbose if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
                                                     checkpoint_at_end=True),
