@@ -195,7 +195,8 @@ def _make_class() -> type:
     from raynas.progress import read_board
 
     class ConsoleReporter(_reporter_base()):  # type: ignore[misc]
-        """A Tune reporter of permanent epoch/trial lines and, on a terminal, a redrawn block of live lines."""
+        """A Tune reporter of permanent epoch/trial lines and, on a terminal, a redrawn block of live lines;
+        ``board`` is the progress board's name (``raynas.progress``)."""
 
         def __init__(self, kind: Kind, board: Any = None, stream: TextIO | None = None,
                      interval: float | None = None, tty: bool | None = None):

@@ -9,8 +9,8 @@ so that trials on other nodes of a cluster are seen too. A lost board only costs
 
 from __future__ import annotations
 
+import hashlib
 import time
-import uuid
 from typing import Any, Callable
 
 #: how often (seconds) a trial sends its progress; the console redraws no faster
@@ -30,39 +30,58 @@ class _Board:
         return self.state
 
 
-def start_board(wanted: bool = True) -> tuple[str | None, Any]:
-    """Start the board of this driver (Ray must be up): its name (for the trials) and its handle; none
-    (``None, None``) unless ``wanted`` (``raynas.console.wants_board``: nothing reads it when quiet or verbose)."""
+def board_name(key: str) -> str:
+    """The board's actor name for an output directory: the same after a restore (Tune pickles the reporter,
+    which holds only this name), distinct for distinct directories."""
+    return f"raynas-progress-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def start_board(key: str, wanted: bool = True) -> str | None:
+    """Start the board of this driver (Ray must be up) and return its name, or None unless ``wanted``
+    (``raynas.console.wants_board``: nothing reads it when quiet or verbose)."""
     import ray
 
     if not wanted:
-        return None, None
+        return None
+    name = board_name(key)
+    ray.remote(num_cpus=0, max_restarts=0)(_Board).options(name=name, get_if_exists=True).remote()
+    return name
 
-    name = f"raynas-progress-{uuid.uuid4().hex[:12]}"
-    handle = ray.remote(num_cpus=0, max_restarts=0)(_Board).options(name=name).remote()
-    return name, handle
+
+_HANDLES: dict[str, Any] = {}  # board name -> actor handle, in this process (never pickled)
 
 
-def read_board(handle: Any, timeout_s: float = 1.0) -> dict[str, dict[str, Any]]:
-    """The board's state, or ``{}`` when it does not answer in time (the console then shows epochs only)."""
+def _handle(name: str) -> Any:
     import ray
 
-    if handle is None:
+    if name not in _HANDLES:
+        _HANDLES[name] = ray.get_actor(name)
+    return _HANDLES[name]
+
+
+def read_board(name: str | None, timeout_s: float = 1.0) -> dict[str, dict[str, Any]]:
+    """The board's state, or ``{}`` when there is none or it does not answer in time (the console then
+    shows finished epochs only)."""
+    import ray
+
+    if name is None:
         return {}
     try:
-        return ray.get(handle.snapshot.remote(), timeout=timeout_s)
+        return ray.get(_handle(name).snapshot.remote(), timeout=timeout_s)
     except Exception:
+        _HANDLES.pop(name, None)
         return {}
 
 
-def stop_board(handle: Any) -> None:
+def stop_board(name: str | None) -> None:
     import ray
 
-    if handle is not None:
+    if name is not None:
         try:
-            ray.kill(handle)
+            ray.kill(_handle(name))
         except Exception:
             pass
+        _HANDLES.pop(name, None)
 
 
 class TrialSink:

@@ -221,8 +221,8 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
     resources = resources or {"cpu": 1, "gpu": 0}
     cpus, threads = resources.get("cpu", 1), threads_per_trial(resources.get("cpu", 1), resources.get("threads"))
     warn_oversubscribed(len(configs), cpus, threads, None, address)
-    board, handle = start_board(bool(verbose) and wants_board())
-    reporter, tune_verbose = make_reporter(RETRAIN, handle, cli_reporter=lambda: tune.CLIReporter(
+    board = start_board(str(out), bool(verbose) and wants_board())
+    reporter, tune_verbose = make_reporter(RETRAIN, board, cli_reporter=lambda: tune.CLIReporter(
         metric_columns={"epoch": "epoch", "train_acc": "train acc", "test_acc": "test acc", "epoch_time": "s/epoch"},
         parameter_columns=["seed"], max_report_frequency=30))
     trainable = tune.with_parameters(RetrainTrainable, console=worker_settings(board), threads=threads)
@@ -235,7 +235,7 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
             verbose=tune_verbose if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=max_failures)))
-    entries = [_entry(r) for r in fit(tuner, handle)]
+    entries = [_entry(r) for r in fit(tuner, board)]
     summary = {"experiment": "retrain", "trials": entries, "genotypes": aggregate(entries)}
     if tracking_uri is not None:
         summary["tracking"] = track_retrain(entries, tracking_uri)

@@ -134,8 +134,9 @@ def _cli_reporter() -> Any:
         parameter_columns=["method", "space", "dataset", "seed"], max_report_frequency=30)
 
 
-def start_console(exp: ExperimentConfig, address: str | None, n_trials: int) -> tuple[str | None, Any]:
-    """After Ray is up: the oversubscription warning and the progress board (none when quiet)."""
+def start_console(exp: ExperimentConfig, address: str | None, n_trials: int, out: Path) -> str | None:
+    """After Ray is up: the oversubscription warning and the progress board's name (none unless the normal
+    console shows progress)."""
     from raynas.console import wants_board
     from raynas.progress import start_board
     from raynas.threads import warn_oversubscribed
@@ -143,7 +144,7 @@ def start_console(exp: ExperimentConfig, address: str | None, n_trials: int) -> 
     max_conc = exp.tune.max_concurrent_trials if exp.tune is not None else exp.max_concurrent_trials or None
     warn_oversubscribed(n_trials, exp.resources.cpu, threads_per_trial(exp.resources.cpu, exp.resources.threads),
                         max_conc, address)
-    return start_board(wants_board())
+    return start_board(str(out), wants_board())
 
 
 def n_trials(exp: ExperimentConfig) -> int:
@@ -163,7 +164,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
     (out / STATE_FILE).write_text(json.dumps({"experiment": dataclasses.asdict(exp), "yaml": yaml_text,
                                               "tracking": tracking}, indent=2))
     init_ray(address)
-    board, handle = start_console(exp, address, n_trials(exp))
+    board = start_console(exp, address, n_trials(exp), out)
     metric, mode = _objective(exp)
     scheduler = None
     if exp.scheduler.type == "asha":
@@ -180,11 +181,11 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
         reuse_actors=True,
         trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
     tuner = tune.Tuner(_trainable(exp, tracking, board), param_space=param_space(exp), tune_config=tune_config,
-                       run_config=_run_config(exp, out, handle))
-    return write_summary(fit(tuner, handle), exp, out, tracking)
+                       run_config=_run_config(exp, out, board))
+    return write_summary(fit(tuner, board), exp, out, tracking)
 
 
-def fit(tuner: Any, board: Any) -> Any:
+def fit(tuner: Any, board: str | None) -> Any:
     """``tuner.fit()``, then the board stops and the progress lines are flushed: the summary comes last."""
     from raynas.progress import stop_board
 
@@ -195,7 +196,7 @@ def fit(tuner: Any, board: Any) -> Any:
         sys.stderr.flush()
 
 
-def _run_config(exp: ExperimentConfig, out: Path, board: Any = None) -> Any:
+def _run_config(exp: ExperimentConfig, out: Path, board: str | None = None) -> Any:
     from ray import tune
 
     from raynas.console import SEARCH, make_reporter
@@ -230,10 +231,10 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
     old = state.get("tracking")
     tracking = start_tracking(exp, out, state.get("yaml"), old["parent_run_id"]) if old else None
     init_ray(address)
-    board, handle = start_console(exp, address, n_trials(exp))
+    board = start_console(exp, address, n_trials(exp), out)
     tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking, board), resume_unfinished=True,
                                resume_errored=True)
-    return write_summary(fit(tuner, handle), exp, out, tracking)
+    return write_summary(fit(tuner, board), exp, out, tracking)
 
 
 def write_summary(grid: Any, exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None = None

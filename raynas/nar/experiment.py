@@ -95,7 +95,7 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
     tracking = start_tracking(exp, out, yaml_text)
     out.mkdir(parents=True, exist_ok=True)
     init_ray(address)
-    board, handle = start_console(exp, address, n_trials(exp)) if verbose else (None, None)
+    board = start_console(exp, address, n_trials(exp), out) if verbose else None
     metric, mode = _objective(exp)
     scheduler = None
     if exp.scheduler.type == "asha":
@@ -107,7 +107,7 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
     trainable = tune.with_resources(tune.with_parameters(NARTrainable, tracking=tracking,
                                                          console=worker_settings(board), threads=threads),
                                     {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
-    reporter, tune_verbose = make_reporter(NAR, handle, cli_reporter=lambda: tune.CLIReporter(
+    reporter, tune_verbose = make_reporter(NAR, board, cli_reporter=lambda: tune.CLIReporter(
         metric_columns={"epoch": "epoch", "loss": "loss", "val_tier_acc": "val tier acc",
                         "val_kendall_tau": "val tau", "kendall_tau": "tau", "best_test_acc": "best acc"},
         parameter_columns=["bench", "dataset", "seed"], max_report_frequency=30))
@@ -126,7 +126,7 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
             checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
                                                     checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=exp.max_failures)))
-    return write_summary(fit(tuner, handle), exp, out, tracking)
+    return write_summary(fit(tuner, board), exp, out, tracking)
 
 
 def _entry(result: Any) -> dict[str, Any]:
