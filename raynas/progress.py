@@ -30,6 +30,9 @@ class _Board:
         return self.state
 
 
+_HANDLES: dict[str, Any] = {}  # board name -> actor handle, in this process (never pickled)
+
+
 def board_name(key: str) -> str:
     """The board's actor name for an output directory: the same after a restore (Tune pickles the reporter,
     which holds only this name), distinct for distinct directories."""
@@ -44,11 +47,9 @@ def start_board(key: str, wanted: bool = True) -> str | None:
     if not wanted:
         return None
     name = board_name(key)
-    ray.remote(num_cpus=0, max_restarts=0)(_Board).options(name=name, get_if_exists=True).remote()
+    # the handle is kept: an actor whose handles are all gone is stopped by Ray
+    _HANDLES[name] = ray.remote(num_cpus=0, max_restarts=0)(_Board).options(name=name, get_if_exists=True).remote()
     return name
-
-
-_HANDLES: dict[str, Any] = {}  # board name -> actor handle, in this process (never pickled)
 
 
 def _handle(name: str) -> Any:
