@@ -6,6 +6,7 @@ Every bad input ends in one line on stderr and exit code 2, before Ray starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from raynas.commands import COMMANDS
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines around a one-line error
     try:
         args = build_parser().parse_args(argv)
         if hasattr(args, "quiet"):  # a command that runs trials: -v / --quiet (raynas.console)

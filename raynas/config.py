@@ -7,6 +7,7 @@ load (datasets, data directories, benchmark tables), before Ray starts.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,30 @@ from trials import from_dict as _from_dict
 from trials import resolve as _resolve
 from trials.config import ConfigError, build, deep_merge, flatten, load_yaml, need, parse_set, unflatten
 
-__all__ = ["ConfigError", "SearchConfig", "build", "check_resources", "deep_merge", "flatten", "from_dict",
-           "load_yaml", "need", "parse_set", "resolve", "unflatten"]
+__all__ = ["ConfigError", "SearchConfig", "build", "check_name", "check_resources", "deep_merge", "flatten",
+           "from_dict", "load_yaml", "need", "parse_set", "resolve", "unflatten"]
+
+
+#: an experiment name becomes a directory (Ray results) and an MLflow experiment: one path component
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_name(value: Any, key: str = "name") -> None:
+    """A name that is a safe directory name: letters, digits, ``_ . -``, at most 100, starting with a
+    letter or digit (so never empty, ``..``, absolute or nested; every file stays under ``--out``)."""
+    need(isinstance(value, str) and NAME_RE.fullmatch(value) is not None,
+         f"{key} must be 1-100 letters, digits, '_', '.' or '-' starting with a letter or digit, got {value!r}")
 
 
 def check_resources(cfg: Any) -> None:
-    """The dataset is one raynas can load, and the files named exist."""
+    """The dataset is one raynas can load, the files named exist, the seed is one NumPy takes, the device
+    exists here, every edge keeps an op to train and the supernet fits in memory."""
+    from raynas.checks import check_device, check_model
     from raynas.data import DATASETS
 
+    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    check_device(cfg.device)
+    check_model(cfg)
     need(cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
     if cfg.data_dir is not None and cfg.dataset != "digits":
         need(Path(cfg.data_dir).is_dir() or cfg.download,

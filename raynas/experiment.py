@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raynas.config import ConfigError, build, deep_merge, unflatten, load_yaml, resolve
+from raynas.checks import check_blocks, check_search_trials
+from raynas.config import ConfigError, build, check_name, deep_merge, unflatten, load_yaml, resolve
 
 GRID_AXES = ("method", "space", "dataset", "seed")
 
@@ -118,6 +119,8 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None, exp_
 def check_experiment(exp: ExperimentConfig) -> None:
     """What every experiment file needs, search or NAR: non-empty grid axes and sweeps, a valid tune
     block, a known scheduler and positive resources."""
+    check_name(exp.name)
+    check_blocks(exp)
     for axis in GRID_AXES:
         if not getattr(exp.grid, axis):
             raise ConfigError(f"grid.{axis} is empty")
@@ -147,8 +150,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
         if isinstance(exp.fixed.get(key), str):
             exp.fixed[key] = str(Path(exp.fixed[key]).expanduser().resolve())
     check_experiment(exp)
-    for trial in trial_overrides(exp):  # every grid point must resolve to a valid search config
-        resolve(trial)
+    check_search_trials(exp, trial_overrides(exp), resolve)  # every grid point and tuned value resolves
     return exp
 
 

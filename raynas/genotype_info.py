@@ -85,6 +85,7 @@ def describe(space: str, text: str, dataset: str = "cifar10", layers: int | None
         "params": params, "params_m": params / 1e6,
         "flops_m": count_flops(net, (shape.in_channels, shape.resolution, shape.resolution)) / 1e6,
         **search_spaces.genotype_stats(space, genotype),
+        "degenerate_reason": search_spaces.degenerate_reason(space, genotype),
     }
     if auxiliary and space != "nb201":
         out["params_with_aux_m"] = sum(p.numel() for p in net.parameters()) / 1e6

@@ -25,7 +25,10 @@ def resolve_retrain(overrides: dict[str, Any] | None = None) -> RetrainConfig:
     """``trials.retrain.resolve_retrain`` plus the app's checks: a dataset raynas can load, data that exist."""
     from raynas.data import DATASETS
 
+    from raynas.checks import check_device
+
     cfg = _resolve_retrain(overrides)
+    check_device(cfg.device)
     need(cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
     if cfg.data_dir is not None and cfg.dataset != "digits":
         need(Path(cfg.data_dir).is_dir() or cfg.download,
@@ -206,21 +209,32 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
     for dataset, data_dir, download in {(c.dataset, c.data_dir, c.download) for c in configs}:
         check_dataset(dataset, data_dir, download)
 
+    from raynas.outdir import OutputError, claim
+
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a directory; pass a directory")
+    with claim(out):  # one retraining per --out at a time
+        return _run(jobs, seeds, out, overrides, resources, address, max_failures, verbose, tracking_uri)
+
+
+def _run(jobs: list[dict[str, Any]], seeds: list[int], out: Path, overrides: dict[str, Any],
+         resources: dict[str, float] | None, address: str | None, max_failures: int, verbose: int,
+         tracking_uri: str | None) -> dict[str, Any]:
     from ray import tune
 
     from raynas.cluster import init_ray
+    from raynas.outdir import write_json
 
     from raynas.console import RETRAIN, make_reporter, wants_board, worker_settings
     from raynas.progress import start_board
     from raynas.runner import fit
     from raynas.threads import threads_per_trial, warn_oversubscribed
 
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     init_ray(address)
     resources = resources or {"cpu": 1, "gpu": 0}
     cpus, threads = resources.get("cpu", 1), threads_per_trial(resources.get("cpu", 1), resources.get("threads"))
-    warn_oversubscribed(len(configs), cpus, threads, None, address)
+    warn_oversubscribed(len(jobs) * len(seeds), cpus, threads, None, address)
     board = start_board(str(out), bool(verbose) and wants_board())
     reporter, tune_verbose = make_reporter(RETRAIN, board, cli_reporter=lambda: tune.CLIReporter(
         metric_columns={"epoch": "epoch", "train_acc": "train acc", "test_acc": "test acc", "epoch_time": "s/epoch"},
@@ -239,5 +253,5 @@ def run_retrain(genotypes: list[tuple[str, str, dict[str, Any] | None]], seeds: 
     summary = {"experiment": "retrain", "trials": entries, "genotypes": aggregate(entries)}
     if tracking_uri is not None:
         summary["tracking"] = track_retrain(entries, tracking_uri)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / SUMMARY_FILE, summary)
     return summary

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from raynas.cluster import check_cluster, init_ray
 from raynas.config import ConfigError, build, resolve
 from raynas.experiment import ExperimentConfig, param_space, trial_overrides
+from raynas.outdir import (FULL, STATE_FILE, SUMMARY_FILE, OutputError, check_output, claim, clear_owned, disk_error,
+                           read_json, write_json)
 from raynas.threads import threads_per_trial
 
 # Quiet, documented Ray defaults for a CLI (see ../shared/reference/stack.md).
@@ -19,9 +22,6 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-
-STATE_FILE = "experiment.json"
-
 
 def _status(result: Any) -> str:
     m = result.metrics or {}
@@ -37,6 +37,7 @@ def summarise(result: Any) -> dict[str, Any]:
     """One ``summary.json`` trial entry from a Tune ``Result``."""
     cfg = resolve(result.config)
     m = result.metrics or {}
+    reason = _degenerate_reason(cfg.space, m.get("genotype"))
     entry = {
         "trial_id": m.get("trial_id") or Path(result.path).name.split("_")[-1],
         "method": cfg.method, "space": cfg.space, "dataset": cfg.dataset, "seed": cfg.seed,
@@ -48,6 +49,7 @@ def summarise(result: Any) -> dict[str, Any]:
         "mlflow_run_id": m.get("mlflow_run_id"),
         "node_id": m.get("node_id"), "node_ip": m.get("node_ip"),
         "skip_count": m.get("skip_count"),
+        "degenerate": reason is not None, "degenerate_reason": reason,
         "config": result.config,
         "path": result.path,
     }
@@ -56,6 +58,25 @@ def summarise(result: Any) -> dict[str, Any]:
     elif m.get("error"):
         entry["error"] = m["error"]
     return entry
+
+
+def _degenerate_reason(space: str, genotype: str | None) -> str | None:
+    """Why the final cell is degenerate (``search_spaces.degenerate_reason``), None when sound or unknown."""
+    if not genotype:
+        return None
+    import search_spaces
+    try:
+        return search_spaces.degenerate_reason(space, search_spaces.parse_genotype(space, genotype))
+    except (ValueError, KeyError):
+        return None
+
+
+def warn_degenerate(trials: list[dict[str, Any]]) -> None:
+    """One warning line per trial whose final cell is degenerate (its genotype is not a usable architecture)."""
+    for t in trials:
+        if t.get("degenerate_reason"):
+            print(f"raynas: warning: {t['method']}/{t['space']}/{t['dataset']}/seed{t['seed']} found a degenerate "
+                  f"cell ({t['degenerate_reason']}); set collapse_degenerate: fail to stop such trials as collapsed")
 
 
 def _objective(exp: ExperimentConfig) -> tuple[str, str]:
@@ -92,6 +113,15 @@ def tracking_uri(exp: ExperimentConfig) -> str | None:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"  # trials run in their own directories
     return uri
+
+
+def _check_tracking(exp: ExperimentConfig) -> None:
+    """The tracking store answers (one line if not), before ``--out`` is created."""
+    from raynas.tracking import check_reachable
+
+    uri = tracking_uri(exp)
+    if uri is not None:
+        check_reachable(uri)
 
 
 def start_tracking(exp: ExperimentConfig, out: Path, yaml_text: str | None,
@@ -152,37 +182,62 @@ def n_trials(exp: ExperimentConfig) -> int:
 
 
 def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | None = None,
-                   yaml_text: str | None = None) -> dict[str, Any]:
-    """Run every trial of ``exp`` with ``tune.Tuner``; write and return ``summary.json``."""
+                   yaml_text: str | None = None, verbose: int = 1, force: bool = False) -> dict[str, Any]:
+    """Run every trial of ``exp`` with ``tune.Tuner``; write and return ``summary.json``.
+    ``out`` must not hold another experiment (``force``: replace it) and is locked while the run lives."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     out = Path(out).resolve()
+    settings = dataclasses.asdict(exp)
+    check_output(out, settings, force=force)  # before any file or MLflow run is created
     check_cluster(address, exp.storage_path or str(out / "ray_results"), tracking_uri(exp))
-    tracking = start_tracking(exp, out, yaml_text)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / STATE_FILE).write_text(json.dumps({"experiment": dataclasses.asdict(exp), "yaml": yaml_text,
-                                              "tracking": tracking}, indent=2))
-    init_ray(address)
-    board = start_console(exp, address, n_trials(exp), out)
-    metric, mode = _objective(exp)
-    scheduler = None
-    if exp.scheduler.type == "asha":
-        max_t = max(resolve(o).epochs for o in trial_overrides(exp))
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
-                                  grace_period=exp.scheduler.grace_period,
-                                  reduction_factor=exp.scheduler.reduction_factor)
-    tune_config = tune.TuneConfig(
-        search_alg=search_alg(exp, out) if exp.tune is not None else None,
-        scheduler=scheduler,
-        num_samples=exp.tune.num_samples if exp.tune is not None else 1,
-        max_concurrent_trials=(exp.tune.max_concurrent_trials if exp.tune is not None
-                               else exp.max_concurrent_trials or None),
-        reuse_actors=True,
-        trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
-    tuner = tune.Tuner(_trainable(exp, tracking, board), param_space=param_space(exp), tune_config=tune_config,
-                       run_config=_run_config(exp, out, board))
-    return write_summary(fit(tuner, board), exp, out, tracking)
+    _check_tracking(exp)
+    with claim(out):
+        check_output(out, settings, force=force)  # again under the lock: a run on this --out may have just ended
+        if force:
+            clear_owned(out)
+        tracking = start_tracking(exp, out, yaml_text)
+        with ended_on_error(out, tracking):
+            write_json(out / STATE_FILE, {"experiment": settings, "yaml": yaml_text, "tracking": tracking})
+            init_ray(address)
+            board = start_console(exp, address, n_trials(exp), out) if verbose else None
+            metric, mode = _objective(exp)
+            scheduler = None
+            if exp.scheduler.type == "asha":
+                max_t = max(resolve(o).epochs for o in trial_overrides(exp))
+                scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
+                                          grace_period=min(exp.scheduler.grace_period, max_t),
+                                          reduction_factor=exp.scheduler.reduction_factor)
+            tune_config = tune.TuneConfig(
+                search_alg=search_alg(exp, out) if exp.tune is not None else None,
+                scheduler=scheduler,
+                num_samples=exp.tune.num_samples if exp.tune is not None else 1,
+                max_concurrent_trials=(exp.tune.max_concurrent_trials if exp.tune is not None
+                                       else exp.max_concurrent_trials or None),
+                reuse_actors=True,
+                trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
+            tuner = tune.Tuner(_trainable(exp, tracking, board), param_space=param_space(exp),
+                               tune_config=tune_config, run_config=_run_config(exp, out, board, verbose))
+            return write_summary(fit(tuner, board), exp, out, tracking)
+
+
+@contextmanager
+def ended_on_error(out: Path, tracking: dict[str, Any] | None) -> Iterator[None]:
+    """A run that dies of an exception ends its MLflow parent FAILED (``resume`` finishes it later), and
+    a full disk under ``out`` is one line naming the file, not a traceback."""
+    try:
+        yield
+    except Exception as e:
+        if tracking:
+            try:
+                from raynas.tracking import finish_run
+                finish_run(tracking["uri"], tracking["parent_run_id"], "FAILED")
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+        if isinstance(e, OSError) and e.errno in FULL:
+            raise disk_error(e, out) from None
+        raise
 
 
 def fit(tuner: Any, board: str | None) -> Any:
@@ -196,15 +251,16 @@ def fit(tuner: Any, board: str | None) -> Any:
         sys.stderr.flush()
 
 
-def _run_config(exp: ExperimentConfig, out: Path, board: str | None = None) -> Any:
+def _run_config(exp: ExperimentConfig, out: Path, board: str | None = None, verbose: int = 1) -> Any:
+    """``verbose=0``: no console output from Tune at all (the console level decides otherwise)."""
     from ray import tune
 
     from raynas.console import SEARCH, make_reporter
 
-    reporter, verbose = make_reporter(SEARCH, board, cli_reporter=_cli_reporter)
+    reporter, tune_verbose = make_reporter(SEARCH, board, cli_reporter=_cli_reporter)
     return tune.RunConfig(
-        name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"), progress_reporter=reporter,
-        verbose=verbose,
+        name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"),
+        progress_reporter=reporter if verbose else None, verbose=tune_verbose if verbose else 0,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
                                                 checkpoint_at_end=True),
         failure_config=tune.FailureConfig(max_failures=exp.max_failures))
@@ -214,8 +270,13 @@ def load_state(out: str | Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     path = Path(out) / STATE_FILE
     if not path.is_file():
         raise ConfigError(f"{out} is not a raynas experiment directory (no {STATE_FILE}); pass the --out of a run")
-    state = json.loads(path.read_text())
-    return build(ExperimentConfig, state["experiment"]), state
+    state = read_json(path, STATE_FILE)
+    if not isinstance(state, dict) or not isinstance(state.get("experiment"), dict):
+        raise OutputError(f"{path}: does not hold a raynas experiment (no 'experiment' mapping)")
+    try:
+        return build(ExperimentConfig, state["experiment"]), state
+    except ConfigError as e:
+        raise OutputError(f"{path}: {e}") from None
 
 
 def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[str, Any]:
@@ -228,13 +289,15 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
     if not tune.Tuner.can_restore(str(path)):
         raise ConfigError(f"nothing to resume under {path} (no Tune experiment state)")
     check_cluster(address, exp.storage_path or str(out / "ray_results"), tracking_uri(exp))
-    old = state.get("tracking")
-    tracking = start_tracking(exp, out, state.get("yaml"), old["parent_run_id"]) if old else None
-    init_ray(address)
-    board = start_console(exp, address, n_trials(exp), out)
-    tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking, board), resume_unfinished=True,
-                               resume_errored=True)
-    return write_summary(fit(tuner, board), exp, out, tracking)
+    with claim(out):
+        old = state.get("tracking")
+        tracking = start_tracking(exp, out, state.get("yaml"), old["parent_run_id"]) if old else None
+        with ended_on_error(out, tracking):
+            init_ray(address)
+            board = start_console(exp, address, n_trials(exp), out)
+            tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking, board), resume_unfinished=True,
+                                       resume_errored=True)
+            return write_summary(fit(tuner, board), exp, out, tracking)
 
 
 def write_summary(grid: Any, exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None = None
@@ -243,24 +306,16 @@ def write_summary(grid: Any, exp: ExperimentConfig, out: Path, tracking: dict[st
     trials = [summarise(r) for r in grid]
     summary = {"experiment": exp.name, "objective": {"metric": metric, "mode": mode}, "trials": trials}
     if tracking:
-        from raynas.tracking import finish_run, sync
+        from raynas.tracking import finish_parent
 
-        pending = 0
-        for d in sorted(Path(tracking["pending_root"]).glob("*")):  # deliver what trials could not send
-            try:
-                pending += sync(d).get("remaining", 0)
-            except Exception:
-                pending += 1
-        try:
-            finish_run(tracking["uri"], tracking["parent_run_id"])
-        except Exception:
-            pending += 1
+        pending = finish_parent(tracking)
         summary["tracking"] = {"uri": tracking["uri"], "experiment": exp.name,
                                "parent_run_id": tracking["parent_run_id"], "pending": pending}
         if pending:
             print(f"raynas: {pending} MLflow operations are pending; deliver them with `raynas sync {out}`")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / SUMMARY_FILE, summary)
     print_table(trials, metric, mode)
+    warn_degenerate(trials)
     return summary
 
 

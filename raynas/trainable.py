@@ -224,6 +224,10 @@ class SearchTrainable(RunTrainable):
         status = "completed" if done else "running"
         if not done and self.cfg.collapse_skip is not None and metrics["skip_count"] >= self.cfg.collapse_skip:
             status, done = "stopped_collapse", True
+        if self.cfg.collapse_degenerate == "fail" and metrics.get("degenerate"):
+            status, done = "stopped_collapse", True
+            reason = f"degenerate cell at epoch {metrics['epoch']}: {metrics['degenerate_reason']}"
+            metrics = {**metrics, "error": reason}
         return {**metrics, **nb201_headline(metrics.get("nb201"), self.cfg.dataset)}, status, done
 
     def live(self, info: dict[str, Any]) -> dict[str, Any]:

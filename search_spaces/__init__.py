@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from search_spaces import darts, nb201, robust_darts
+from search_spaces.cell_graph import cell_graphs, degenerate_reason  # noqa: F401 (graph view of a genotype)
 from search_spaces.fast import accelerate, recompute_off, set_recompute  # noqa: F401 (the speed layer)
 
 

@@ -31,6 +31,7 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
     (["--set", "optim.lr=-1"], "optim.lr must be > 0"),
     (["--set", "train_portion=1.5"], "train_portion must be in (0, 1)"),
     (["--set", "model.C=3.5"], "model.C: expected an integer"),
+    (["--set", "collapse_degenerate=stop"], "collapse_degenerate must be warn or fail, got 'stop'"),
     (["--set", "novalue"], "--set expects key=value"),
     (["--data-dir", "/no/such/dir", "--dataset", "cifar10"], "data_dir /no/such/dir does not exist"),
     (["--nb201-table", "/no/such.csv"], "nb201_table /no/such.csv does not exist"),

@@ -180,6 +180,10 @@ def test_genotype_command_json(capsys, tmp_path):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "NetworkImageNet, 14 cells, C=48" in out and "4.719M" in out and "529.9M" in out
+    assert info["degenerate_reason"] is None and "degenerate" not in out
+    args = genotype_cli("--space", "nb201", "--genotype", "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    assert args.func(args) == 0
+    assert "warning:  degenerate cell (NB201 cell: the output is unreachable from the input)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("dataset, flops_input", [("digits", (1, 8, 8)), ("imagenet16-120", (3, 16, 16)),
@@ -229,8 +233,11 @@ def test_cell_drawings_without_graphviz(tmp_path, monkeypatch, space, text, suff
 
 def test_dot_source_lists_every_edge():
     g = search_spaces.parse_genotype("nb201", NB201_ARCH)
-    dot = diagram.to_dot(diagram.cell_graphs("nb201", g))
-    assert dot.count("->") == 5 and "none" not in dot  # the none edge is dropped
-    dot = diagram.to_dot(diagram.cell_graphs("darts", v2()))
+    dot = diagram.to_dot(search_spaces.cell_graphs("nb201", g))
+    assert dot.count("->") == 6  # the none edge is drawn, dotted grey and labelled: absent on purpose
+    (none_edge,) = [line for line in dot.splitlines() if "->" in line and "none" in line]
+    assert '"0:1" -> "0:3"' in none_edge and "style=dotted" in none_edge and 'label="none"' in none_edge
+    assert "dotted grey: none" in dot
+    dot = diagram.to_dot(search_spaces.cell_graphs("darts", v2()))
     assert dot.count("->") == 2 * (8 + 4)  # 8 op edges + 4 concat edges per cell
     assert nb_str(g) == NB201_ARCH

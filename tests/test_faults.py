@@ -102,6 +102,9 @@ def test_tracking_server_stopped_mid_run_then_synced_without_duplicates(tmp_path
         exp_id = client.get_experiment_by_name("srv").experiment_id
         runs = [r for r in client.search_runs([exp_id]) if r.data.tags.get("method")]
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        parent = client.get_run(summary["tracking"]["parent_run_id"])
+        assert parent.info.status == "FINISHED"  # its end was queued while the server was down, then synced
+        assert json.loads((out / "summary.json").read_text())["tracking"]["pending"] == 0
         history = client.get_metric_history(runs[0].info.run_id, "valid_acc")
         assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]  # every epoch, none twice
         assert "genotype.json" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}

@@ -101,16 +101,32 @@ def test_paired_test_on_constructed_difference(study):
     assert t["p_wilcoxon"] == pytest.approx(0.125)  # n=4, all of one sign: 2 / 2**4
     lo, hi = t["ci95"]
     assert lo == pytest.approx(-1.0) and hi == pytest.approx(-1.0) and not lo <= 0 <= hi
-    assert t["verdict"].startswith("likely differ")
+    # 4 pairs of one sign: the smallest p 4 pairs can give, still above 0.05, so no verdict either way
+    assert t["min_pairs"] == 6 and t["verdict"].startswith("n too small to test")
 
 
 def test_paired_test_noise_and_few_pairs():
     noise = paired_test({0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}, {0: 2.0, 1: 1.0, 2: 4.0, 3: 3.0})
-    assert noise["mean_diff"] == 0.0 and noise["p_wilcoxon"] == pytest.approx(1.0) and noise["verdict"] == "noise"
-    assert noise["ci95"][0] < 0 < noise["ci95"][1]
+    assert noise["mean_diff"] == 0.0 and noise["p_wilcoxon"] == pytest.approx(1.0)
+    assert noise["verdict"].startswith("n too small to test") and noise["ci95"][0] < 0 < noise["ci95"][1]
     assert paired_test({0: 1.0}, {0: 0.0, 1: 2.0})["p_wilcoxon"] is None  # one shared seed: no test
     big = paired_test({s: s + 1.0 for s in range(8)}, {s: float(s) for s in range(8)})
     assert big["p_wilcoxon"] == pytest.approx(2 / 2**8) and big["verdict"].startswith("differ")
+    mixed = paired_test({s: float(s % 2) for s in range(8)}, {s: 0.5 for s in range(8)})
+    assert mixed["p_wilcoxon"] == pytest.approx(1.0) and mixed["verdict"].startswith("no difference shown")
+
+
+@pytest.mark.parametrize("n, verdict", [(2, "n too small"), (5, "n too small"), (6, "differ"), (7, "differ")])
+def test_no_verdict_below_the_sample_size_the_test_needs(n, verdict):
+    """Five pairs of one sign give the smallest p five pairs can (2/32 = 0.0625): still no verdict."""
+    from raynas.report.analysis import min_pairs
+
+    assert min_pairs(0.05) == 6 and min_pairs(0.01) == 8 and 2 / 2 ** min_pairs(0.05) < 0.05 <= 2 / 2 ** 5
+    t = paired_test({s: s + 1.0 + 0.1 * s for s in range(n)}, {s: float(s) for s in range(n)})
+    assert t["verdict"].startswith(verdict) and t["ci95"] is not None
+    assert t["p_wilcoxon"] == pytest.approx(2 / 2**n)
+    zeros = paired_test({s: 1.0 if s < 5 else 0.0 for s in range(8)}, {s: 0.0 for s in range(8)})
+    assert zeros["verdict"].startswith("n too small") and "3 of 8 differences are 0" in zeros["verdict"]
 
 
 def test_outputs_md_html_json(study):
@@ -260,3 +276,50 @@ def test_end_to_end_study(tmp_path, capsys):
                                    filter_string="tags.`raynas.parent` = 'true'")
     assert f"attached to MLflow run {parent.info.run_id}" in capsys.readouterr().out
     assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+
+
+def test_params_degenerate_and_retrain_join(tmp_path, monkeypatch):
+    """Without an NB201 table the params come from the genotype (as `raynas genotype` counts them); a degenerate
+    final cell is flagged with its reason; a retrain directory among the sources adds retrained test accuracy."""
+    from raynas.genotype_info import describe
+
+    sound, dead = nb201_genotype(2), "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    trials = [{"trial_id": f"t{i}", "method": "darts", "space": "nb201", "dataset": "cifar10", "seed": i,
+               "status": "completed", "epochs": 1, "genotype": g, "config": {},
+               "final": {"train_acc": 1.0, "valid_acc": 50.0 + i, "nb201": None}} for i, g in enumerate([sound, dead])]
+    root = write_experiment(tmp_path / "exp", "e", trials, {t["trial_id"]: [] for t in trials})
+    retrain = tmp_path / "retrain"
+    retrain.mkdir()
+    search = {"trial_id": "t0", "summary": str((root / "summary.json").resolve())}
+    entries = [{"space": "nb201", "dataset": "cifar10", "genotype": sound, "seed": s, "status": "completed",
+                "test_acc": acc, "search": search} for s, acc in ((0, 91.0), (1, 93.0))]
+    entries.append({"space": "nb201", "dataset": "cifar10", "genotype": sound, "seed": 2, "status": "error",
+                    "test_acc": None, "search": search})
+    (retrain / "retrain_summary.json").write_text(json.dumps({"experiment": "retrain", "trials": entries}))
+    report = build_report([root, retrain], tmp_path / "out")
+    by_id = {t["trial_id"]: t for t in report["trials"]}
+    assert by_id["t0"]["params_m"] > 0
+    assert by_id["t0"]["params_m"] == pytest.approx(describe("nb201", sound)["params_m"])
+    assert by_id["t1"]["params_m"] == pytest.approx(describe("nb201", dead)["params_m"])
+    assert by_id["t0"]["degenerate_reason"] is None
+    assert by_id["t1"]["degenerate_reason"] == "NB201 cell: the output is unreachable from the input"
+    assert by_id["t0"]["retrain_test_acc"] == 92.0 and by_id["t0"]["retrain_seeds"] == 2  # the errored seed left out
+    assert by_id["t1"]["retrain_test_acc"] is None
+    (g,) = report["groups"]
+    assert g["degenerate"] == 1 and g["retrain_test_acc"] == 92.0 and g["retrain_n"] == 1
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "92.00 (1 of 2 trials)" in md and "92.00 (2 seeds)" in md and "| 1/2 |" in md
+    lines = md.split("## Trials")[1].splitlines()
+    header = lines[2].strip("| ").split(" | ")
+    rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| e |")]
+    assert len(rows) == 2 and all(r[header.index("params (M)")] != "–" for r in rows)  # params in every row
+    assert any("degenerate cell: NB201 cell: the output is unreachable" in n for n in report["notes"])
+    with pytest.raises(ConfigError, match="retrain directories need the experiment"):
+        build_report([retrain], tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+    monkeypatch.chdir(tmp_path)  # the command, with the retrain directory among its sources (never attached)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parser = argparse.ArgumentParser(prog="raynas")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", str(root), str(retrain), "--out", str(tmp_path / "cli")])
+    assert args.func(args) == 0 and "92.00 (2 seeds)" in (tmp_path / "cli" / "report.md").read_text()

@@ -153,6 +153,25 @@ def test_trial_run_round_trip(store, tmp_path):
     print(f"\none NB201 trial (3 epochs): {len(d.params)} params, {len(d.metrics)} metrics, {len(arts)} artifacts")
 
 
+def test_degenerate_cell_tags(store, tmp_path):
+    """A degenerate epoch tags the run degenerate=true with the reason; a sound final cell clears both."""
+    uri = default_tracking_uri(store)
+    t = TrialTracker(uri, "degenerate-exp", "d", parent_run_id=None, params={}, tags=TAGS,
+                     pending_dir=tmp_path / "pending")
+    dead = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    t.log_epoch({**nb201_metrics(1), "genotype": dead, "degenerate": True,
+                 "degenerate_reason": "NB201 cell: every edge is none"}, step=1)
+    c = MlflowClient(uri)
+    tags = c.get_run(t.run_id).data.tags
+    assert tags["degenerate"] == "true" and tags["degenerate_reason"] == "NB201 cell: every edge is none"
+    t.log_final(dead, {"arch": dead}, "nb201")  # the final tags come from the genotype itself
+    assert c.get_run(t.run_id).data.tags["degenerate"] == "true"
+    t.log_final(NB201_GENO, {"arch": NB201_GENO}, "nb201")
+    tags = c.get_run(t.run_id).data.tags
+    assert tags["degenerate"] == "false" and tags["degenerate_reason"] == ""
+    t.finish("completed")
+
+
 def test_darts_space_and_chunking(store, tmp_path):
     uri = default_tracking_uri(store)
     t = TrialTracker(uri, "darts-exp", "darts", parent_run_id=None, params={}, tags={**TAGS, "space": "darts"},
@@ -241,12 +260,16 @@ def test_compare(store, tmp_path):
     uri, pending = default_tracking_uri(store), tmp_path / "pending"
     start_parent_run(uri, "cmp", yaml_text="x: 1\n", study_name=None, tags={})
     accs = {("darts", 0): 90.0, ("darts", 1): 92.0, ("drnas", 0): 93.0, ("drnas", 1): 94.0}
+    genos = {("drnas", 1): NB201_GENO}
     for (method, seed), acc in accs.items():
         t = TrialTracker(uri, "cmp", f"{method}-s{seed}", parent_run_id=None, params={},
                          tags={**TAGS, "method": method, "seed": seed}, pending_dir=pending)
-        t.log_epoch({"valid_acc": acc - 5, "genotype": f"g-{method}-{seed}"}, step=1)
-        t.log_epoch({"valid_acc": acc, "genotype": f"g-{method}-{seed}"}, step=2)
+        geno = genos.get((method, seed), f"g-{method}-{seed}")
+        t.log_epoch({"valid_acc": acc - 5, "genotype": geno}, step=1)
+        t.log_epoch({"valid_acc": acc, "genotype": geno}, step=2)
         t.finish("completed")
+        if method == "drnas":  # as raynas retrain writes it back onto the search run
+            t.log_metric_on(t.run_id, "retrain.test_acc", 90.0 + seed)
     t = TrialTracker(uri, "cmp", "diverged", parent_run_id=None, params={}, tags={**TAGS, "seed": 2},
                      pending_dir=pending)
     t.log_epoch({"valid_acc": 99.0}, step=1)
@@ -262,8 +285,13 @@ def test_compare(store, tmp_path):
     assert darts["mean"] == pytest.approx(91.0) and darts["std"] == pytest.approx(math.sqrt(2))
     assert darts["best"] == 92.0 and darts["best_seed"] == "1" and darts["genotype"] == "g-darts-1"
     assert drnas["mean"] == pytest.approx(93.5) and drnas["best"] == 94.0
+    assert drnas["retrain_test_acc"] == 90.5 and drnas["retrain_n"] == 2 and darts["retrain_test_acc"] is None
     md = (tmp_path / "out" / "compare.md").read_text()
-    assert "| darts | nb201 | digits | 2 | 91.00 ± 1.41 | 92.00 | `g-darts-1` |" in md
+    assert "| darts | nb201 | digits | 2 | 91.00 ± 1.41 | 92.00 | – | `g-darts-1` |" in md
+    escaped = NB201_GENO.replace("|", "\\|")
+    assert f"| drnas | nb201 | digits | 2 | 93.50 ± 0.71 | 94.00 | 90.50 ± 0.71 (2 runs) | `{escaped}` |" in md
+    for line in md.splitlines():  # every row has the header's 8 cells once escaped pipes are set aside
+        assert line.replace("\\|", "").count("|") == 9, line
     assert (tmp_path / "out" / "compare.csv").read_text().startswith("method,space,dataset,objective,n,mean")
     parent = [r for r in c.search_runs([c.get_experiment_by_name("cmp").experiment_id])
               if r.data.tags.get("raynas.parent") == "true"][0]

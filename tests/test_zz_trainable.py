@@ -40,6 +40,16 @@ def test_collapse_stop_and_divergence_statuses():
     r = t.step()
     assert r["status"] == "stopped_collapse" and r["done"] and r["skip_count"] >= 1
     t.stop()
+    for mode in ("warn", "fail"):  # none dominates every edge: a degenerate cell, a collapse only with fail
+        t = SearchTrainable(config={**TINY, "collapse_degenerate": mode, "arch": {"lr": 0.0}})
+        with torch.no_grad():
+            t.search.net.alphas["cell"].zero_()
+            t.search.net.alphas["cell"][:, 0] = 10.0
+        r = t.step()
+        assert r["degenerate"] and r["degenerate_reason"] == "NB201 cell: every edge is none"
+        assert (r["status"], r["done"]) == (("running", False) if mode == "warn" else ("stopped_collapse", True))
+        assert mode == "warn" or r["error"] == "degenerate cell at epoch 1: NB201 cell: every edge is none"
+        t.stop()
     d = SearchTrainable(config={**TINY, "optim": {"lr": 1e30, "grad_clip": 1e30}})
     r = d.step()
     assert r["status"] == "diverged" and r["done"] and r["epoch"] == 1 and "diverged at epoch 0" in r["error"]

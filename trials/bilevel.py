@@ -260,15 +260,17 @@ class Search(EpochRun):
         return self.net.derive(self.method.genotype_weights(self.net))
 
     def architecture_metrics(self) -> dict[str, Any]:
-        """Genotype, its collapse signals, alpha per edge (softmaxed) and alpha entropy; NB201 lookup."""
+        """Genotype, its collapse signals (skips, degeneracy), softmaxed alpha per edge, alpha entropy; NB201 row."""
         weights = {k: v.detach().float().cpu() for k, v in self.method.genotype_weights(self.net).items()}
         geno = self.net.derive(weights)
         names, ops = self.net.edge_names(), self.net.edge_ops()
+        reason = search_spaces.degenerate_reason(self.cfg.space, geno)
         alpha = {cell: {edge: dict(zip(ops[cell][i], map(float, w[i]))) for i, edge in enumerate(names[cell])}
                  for cell, w in weights.items()}
         out = {
             "genotype": search_spaces.genotype_str(self.cfg.space, geno),
             **search_spaces.genotype_stats(self.cfg.space, geno),
+            "degenerate": reason is not None, "degenerate_reason": reason,
             "alpha_entropy": float(torch.stack([_entropy(w) for w in weights.values()]).mean()),
             "alpha": alpha,
             "nb201": self.lookup(geno) if self.lookup is not None else None,

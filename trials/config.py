@@ -79,10 +79,14 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file whose top level is a mapping; one-line errors for a missing or malformed file."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a directory, not a YAML file")
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
         data = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file (expected YAML)") from None
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         raise ConfigError(f"{p}: not valid YAML ({first})") from None
@@ -95,6 +99,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def convert(value: Any, tp: Any, key: str) -> Any:
     """Check/convert one value against a type hint, with a one-line error naming ``key``."""
+    tp = {dict: dict[str, Any], list: list[Any]}.get(tp, tp)  # bare ``dict``/``list`` hints: any items
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -144,7 +149,12 @@ def convert(value: Any, tp: Any, key: str) -> Any:
         (item_tp, *_) = typing.get_args(tp) or (Any,)
         items = [convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
-    if origin is dict or tp is Any:
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, value_tp = typing.get_args(tp) or (Any, Any)
+        return {k: convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
         return value
     raise ConfigError(f"{key}: unsupported type {tp}")
 

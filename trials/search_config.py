@@ -74,6 +74,8 @@ class CoreSearchConfig:
     hessian_every: int = 0           # every E epochs: dominant eigenvalue of the val-loss Hessian in alpha (0: off)
     hessian_batches: int = 2
     collapse_skip: int | None = None  # stop a trial (status stopped_collapse) once its genotype has this many skips
+    collapse_degenerate: str = "warn"  # a degenerate cell (every edge none, output unreachable, a node with no
+                                       # input): warn (flag it) | fail (stop the trial as stopped_collapse)
     relaxation: str = "softmax"      # how alpha becomes edge weights: softmax (DARTS) or a registered piece's
                                      # (dirichlet: DrNAS)
     cutout: int = 0                  # search-time cutout side on both splits (RobustDARTS: 16 with drop-path); 0: off
@@ -138,6 +140,8 @@ def check(cfg: Any) -> None:
          f"max_steps_per_epoch must be >= 1 or null, got {cfg.max_steps_per_epoch}")
     need(cfg.hessian_every >= 0 and cfg.hessian_batches >= 1, "hessian_every must be >= 0, hessian_batches >= 1")
     need(cfg.collapse_skip is None or cfg.collapse_skip >= 1, f"collapse_skip must be >= 1, got {cfg.collapse_skip}")
+    need(cfg.collapse_degenerate in ("warn", "fail"),
+         f"collapse_degenerate must be warn or fail, got {cfg.collapse_degenerate!r}")
     need(cfg.eval_batches is None or cfg.eval_batches >= 0, f"eval_batches must be >= 0, got {cfg.eval_batches}")
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")

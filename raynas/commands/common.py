@@ -7,6 +7,7 @@ through ``Parser.error`` as a ``UsageError``, and ``main`` maps every error of `
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,23 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from raynas.tables.nb201 import TableError
     from raynas.config import ConfigError
     from raynas.data import DataError
+    from raynas.outdir import OutputError
     from raynas.tracking import TrackingError
     from search_spaces.nb201 import GenotypeError
 
-    return (UsageError, ConfigError, DataError, GenotypeError, TableError, TrackingError, FileNotFoundError)
+    return (UsageError, ConfigError, DataError, GenotypeError, OutputError, TableError, TrackingError,
+            FileNotFoundError)
 
 
 def error_line(e: BaseException) -> str:
     """The one stderr line of a user error."""
     msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
     return f"raynas: error: {msg}"
+
+
+def add_force_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="replace the results of another experiment already in --out (default: refuse)")
 
 
 def trials_exit_code(trials: list[dict[str, Any]], *, all_completed: bool = False) -> int:
@@ -66,13 +74,16 @@ def read_genotype_arg(value: str) -> str:
     try:
         if Path(value).is_file():
             return Path(value).read_text().strip()
+    except UnicodeDecodeError:
+        raise UsageError(f"--genotype {value}: not a UTF-8 text file (pass a genotype or a file holding one)") from None
     except OSError:  # e.g. genotype text longer than a file name may be
         pass
     return value.strip()
 
 
-def check_resources(cpus: float, gpus: float, threads: int | None = None) -> None:
-    """Refuse a trial size this machine cannot give, before Ray starts."""
+def check_resources(cpus: float, gpus: float, address: str | None = None, threads: int | None = None) -> None:
+    """Refuse a trial size this machine cannot give, before Ray starts (on a cluster, ``address``, Ray
+    decides about CPUs)."""
     if gpus > 0:
         import torch
         if not torch.cuda.is_available():
@@ -81,6 +92,9 @@ def check_resources(cpus: float, gpus: float, threads: int | None = None) -> Non
             raise UsageError(f"{gpus} GPUs per trial requested but only {torch.cuda.device_count()} are visible")
     if cpus <= 0:
         raise UsageError(f"--cpus must be > 0, got {cpus}")
+    if address is None and cpus > (os.cpu_count() or 1):
+        raise UsageError(f"--cpus {cpus} per trial (resources.cpu) but this machine has {os.cpu_count()}; a trial "
+                         "would wait forever (pass --address for a cluster)")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
 
@@ -91,12 +105,16 @@ def check_data(exp: Any) -> None:
     from raynas.data import check_dataset
     from raynas.experiment import trial_overrides
 
-    seen = set()
+    seen, tables = set(), set()
     for over in trial_overrides(exp):
         cfg = resolve(over)
         if (cfg.dataset, cfg.data_dir) not in seen:
             seen.add((cfg.dataset, cfg.data_dir))
             check_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        if cfg.nb201_table and cfg.nb201_table not in tables:  # read once here, not in every trial
+            from raynas.tables.nb201 import NB201Table
+            tables.add(cfg.nb201_table)
+            NB201Table.load(cfg.nb201_table)
 
 
 def parse_seeds(text: str, *, malformed: str = "--seeds expects comma-separated integers like 0,1,2, got {!r}",

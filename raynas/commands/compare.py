@@ -25,6 +25,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from raynas.tracking import check_reachable, compare, default_tracking_uri
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    db = uri[len("sqlite:///"):].split("?", 1)[0] if uri.lower().startswith("sqlite:///") else None
+    if db and not Path(db).is_file():  # MLflow would create an empty store just to find nothing in it
+        raise UsageError(f"no tracking store at {db}; pass --tracking-uri of the runs (e.g. http://HOST:5000)")
     check_reachable(uri)
     out = Path(args.out or f"runs/compare/{args.experiment}")
     rows = compare(uri, args.experiment, args.objective, out_dir=out)

@@ -47,6 +47,8 @@ def cmd_genotype(args: argparse.Namespace) -> int:
     print(f"params:   {info['params_m']:.3f}M ({info['params']:,}; auxiliary head excluded){aux}")
     print(f"FLOPs:    {info['flops_m']:.1f}M per image (multiply-accumulates of Conv2d and Linear)")
     print(f"skips:    {info['skip_count']}; parameter-free ops: {info['param_free_count']}")
+    if info["degenerate_reason"]:
+        print(f"warning:  degenerate cell ({info['degenerate_reason']})")
     if "plot" in info:
         print(f"plot:     {info['plot']}")
     if "nb201" in info:

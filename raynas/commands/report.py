@@ -15,7 +15,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``raynas report`` to the CLI's subparsers."""
     p = subparsers.add_parser("report", help="study report (md, self-contained html) over experiment directories")
     p.add_argument("sources", nargs="+", metavar="DIR_OR_EXPERIMENT",
-                   help="experiment output dirs (with summary.json), experiment YAMLs or names under runs/")
+                   help="experiment output dirs (with summary.json), experiment YAMLs or names under runs/; "
+                        "raynas retrain output dirs join their test accuracy to the trials")
     p.add_argument("--format", default="md,html", help="comma-separated: md, html (default both)")
     p.add_argument("--out", help="report directory (default: FIRST_DIR/report)")
     p.add_argument("--collapse-rule", dest="collapse_rule", default="skip_count>=4",
@@ -44,6 +45,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"{kind}: {path}")
     attached = set()
     for d in dirs:
+        if not (d / "summary.json").is_file():  # a retrain directory: its runs are not the report's home
+            continue
         uri, name = tracking_target(d, args.tracking_uri)
         if uri and (uri, name) not in attached:
             attached.add((uri, name))

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from raynas.console import add_flags
-from raynas.commands.common import check_data, check_resources, trials_exit_code
+from raynas.commands.common import add_force_flag, check_data, check_resources, trials_exit_code
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--address", help="Ray cluster address, e.g. auto or HOST:PORT (default: local instance)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an experiment field (tune.num_samples=4) or a search field (epochs=2)")
+    add_force_flag(r)
     r.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (none: off)")
     add_flags(r)
     r.set_defaults(func=cmd_run)
@@ -36,10 +37,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment, parse_set(args.set))
     if args.tracking_uri:
         exp.tracking_uri = args.tracking_uri
-    check_resources(exp.resources.cpu, exp.resources.gpu if not args.address else 0.0)
+    check_resources(exp.resources.cpu, exp.resources.gpu if not args.address else 0.0, args.address)
     check_data(exp)
     out = args.out or f"runs/{exp.name}"
-    summary = run_experiment(exp, out, address=args.address, yaml_text=Path(args.experiment).read_text())
+    summary = run_experiment(exp, out, address=args.address, yaml_text=Path(args.experiment).read_text(),
+                             force=args.force)
     print(f"summary: {os.path.join(out, 'summary.json')}")
     return trials_exit_code(summary["trials"])
 

@@ -7,7 +7,8 @@ import os
 from typing import Any
 
 from raynas.console import add_flags
-from raynas.commands.common import add_resource_flags, check_data, check_resources, cpus_gpus, trials_exit_code
+from raynas.commands.common import (add_force_flag, add_resource_flags, check_data, check_resources, cpus_gpus,
+                                   trials_exit_code)
 
 _FLAGS = ("method", "space", "dataset", "epochs", "seed", "batch_size", "data_dir", "download", "nb201_table",
           "device")
@@ -29,6 +30,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
     s.add_argument("--out", default="runs/search", help="output directory (summary.json, Ray results)")
     s.add_argument("--name", default="search", help="experiment name")
+    add_force_flag(s)
     add_resource_flags(s)
     add_flags(s)
     s.add_argument("--tracking-uri", dest="tracking_uri",
@@ -52,14 +54,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     from raynas.runner import run_experiment
 
     cpus, gpus = cpus_gpus(args)
-    check_resources(cpus, gpus, args.threads)
+    check_resources(cpus, gpus, args.address, args.threads)
     over = overrides(args)
     grid = {axis: [over.pop(axis)] for axis in GRID_AXES if axis in over}
     exp = load_experiment(None, {"fixed": over, "grid": grid, "name": args.name,
                                  "resources": {"cpu": cpus, "gpu": gpus, "threads": args.threads},
                                  "tracking_uri": args.tracking_uri})
     check_data(exp)
-    summary = run_experiment(exp, args.out, address=args.address)
+    summary = run_experiment(exp, args.out, address=args.address, force=args.force)
     for t in summary["trials"]:
         print(f"{t['method']}/{t['space']}/{t['dataset']}/seed{t['seed']}: {t['status']} after {t['epochs']} "
               f"epochs, valid_acc={t['final']['valid_acc']}")

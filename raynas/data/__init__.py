@@ -67,14 +67,15 @@ def check_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, dow
     """Make sure :func:`load_dataset` will work, before trials start; return the directory found.
 
     Meant for the driver process: it fetches missing files now if ``download`` (once, instead of every
-    trial racing to download), and decodes an image-folder layout once so that trials read its cache.
-    Other layouts are only located, not read.  Raises :class:`DataError`.
+    trial racing to download), decodes an image-folder layout once so that trials read its cache, and
+    reads every other layout once, so that a truncated or corrupted file is one line naming it here
+    rather than an error in every trial attempt.  Raises :class:`DataError`.
     """
     key = _canonical(name)
     src = _locate(key, data_dir, download)
-    if src.kind == "image-folder":
+    if src.kind != "sklearn":
         assert src.path is not None
-        folder.read(key, src.path)
+        _READERS[src.kind](key, src.path)
     return src.path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,10 @@ def read(name: str, d: Path) -> Dataset:
 
 def _read_idx(path: Path) -> np.ndarray:
     """Parse an idx file (LeCun's MNIST format): 0, 0, type 0x08 (ubyte), ndim, big-endian dims, data."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupted .gz
+        raise DataError(f"fashion-mnist: cannot read {path} ({e}); the file is truncated or corrupted") from None
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
         raise DataError(f"fashion-mnist: {path} is not a ubyte idx file (magic {raw[:4].hex()})")
     ndim = raw[3]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,8 +113,8 @@ def load_nb101(path: str) -> BenchData:
     require_table("nb101", path)
     try:
         df = pd.read_csv(path, dtype=str)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read NB101 table {path}: {e}") from None
+    except (OSError, ValueError, EOFError, zlib.error) as e:
+        raise ConfigError(f"cannot read NB101 table {path}: {str(e).splitlines()[0] if str(e) else e!r}") from None
     cols = list(df.columns)
     adj = _pick(cols, "adjacency", "pruned_adjacency", "adjacency_7x7")
     ops = _pick(cols, "ops", "pruned_ops", "ops_7")

@@ -10,7 +10,6 @@ scheduler, storage, tracking) and is run by the same pieces (``param_space``, ``
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -80,20 +79,33 @@ def _objective(exp: ExperimentConfig) -> tuple[str, str]:
 
 def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | None = None,
                        yaml_text: str | None = None, verbose: int = 1) -> dict[str, Any]:
-    """Every trial of ``exp`` as a ``NARTrainable`` through ``tune.Tuner``; write and return ``summary.json``."""
+    """Every trial of ``exp`` as a ``NARTrainable`` through ``tune.Tuner``; write and return ``summary.json``.
+    ``out`` must not hold another experiment and is locked while the run lives."""
+    from raynas.outdir import check_output, claim
+    from raynas.runner import _check_tracking, ended_on_error, start_tracking
+
+    out = Path(out).resolve()
+    check_output(out, dataclasses.asdict(exp))  # before any file or MLflow run is created
+    _check_tracking(exp)
+    with claim(out):
+        check_output(out, dataclasses.asdict(exp))
+        tracking = start_tracking(exp, out, yaml_text)
+        with ended_on_error(out, tracking):
+            return _run(exp, out, tracking, address, verbose)
+
+
+def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, address: str | None,
+         verbose: int) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from raynas.cluster import init_ray
     from raynas.nar.trainable import NARTrainable
     from raynas.nar.train import resolve_nar
-    from raynas.cluster import init_ray
     from raynas.console import NAR, make_reporter, worker_settings
-    from raynas.runner import fit, n_trials, search_alg, start_console, start_tracking
+    from raynas.runner import fit, n_trials, search_alg, start_console
     from raynas.threads import threads_per_trial
 
-    out = Path(out).resolve()
-    tracking = start_tracking(exp, out, yaml_text)
-    out.mkdir(parents=True, exist_ok=True)
     init_ray(address)
     board = start_console(exp, address, n_trials(exp), out) if verbose else None
     metric, mode = _objective(exp)
@@ -101,7 +113,7 @@ def run_nar_experiment(exp: ExperimentConfig, out: str | Path, *, address: str |
     if exp.scheduler.type == "asha":
         max_t = max(resolve_nar(to_nar(o)).epochs for o in trial_overrides(exp))
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
-                                  grace_period=exp.scheduler.grace_period,
+                                  grace_period=min(exp.scheduler.grace_period, max_t),
                                   reduction_factor=exp.scheduler.reduction_factor)
     threads = threads_per_trial(exp.resources.cpu, exp.resources.threads)
     trainable = tune.with_resources(tune.with_parameters(NARTrainable, tracking=tracking,
@@ -157,19 +169,10 @@ def write_summary(grid: Any, exp: ExperimentConfig, out: Path, tracking: dict[st
     summary: dict[str, Any] = {"experiment": exp.name, "objective": {"metric": metric, "mode": mode},
                                "trials": trials}
     if tracking:
-        from raynas.tracking import finish_run, sync
+        from raynas.tracking import finish_parent
 
-        pending = 0
-        for d in sorted(Path(tracking["pending_root"]).glob("*")):
-            try:
-                pending += sync(d).get("remaining", 0)
-            except Exception:  # noqa: BLE001 - counted as pending; `raynas sync OUT` retries
-                pending += 1
-        try:
-            finish_run(tracking["uri"], tracking["parent_run_id"])
-        except Exception:  # noqa: BLE001
-            pending += 1
         summary["tracking"] = {"uri": tracking["uri"], "experiment": exp.name,
-                               "parent_run_id": tracking["parent_run_id"], "pending": pending}
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+                               "parent_run_id": tracking["parent_run_id"], "pending": finish_parent(tracking)}
+    from raynas.outdir import write_json
+    write_json(out / SUMMARY_FILE, summary)
     return summary

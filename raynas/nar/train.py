@@ -26,6 +26,7 @@ from raynas.nar.data import BenchData, load_bench
 from trials.checkpoint import plain
 from trials.epochs import EpochRun, NARStream
 from raynas.nar.tier_stats import batch_tier_stats
+from raynas.nar.scatter import scatter_png
 from raynas.nar.model import NARanker, NoamSchedule, TierBank, pairwise_rank_loss, soft_cross_entropy
 
 
@@ -147,26 +148,6 @@ def ranking_metrics(pred: np.ndarray, true: np.ndarray, top_frac: float = 0.05) 
     hit = np.intersect1d(np.argsort(-pred, kind="stable")[:k], np.argsort(-true, kind="stable")[:k]).size
     return {"kendall_tau": float(stats.kendalltau(pred, true).statistic),
             "spearman_rho": float(stats.spearmanr(pred, true).statistic), "precision_at_top_5pct": hit / k}
-
-
-def scatter_png(pred: np.ndarray, true: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Predicted-vs-true rank scatter (an MLflow artifact); rank 1 = best."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pr, tr = stats.rankdata(-np.asarray(pred)), stats.rankdata(-np.asarray(true))
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    ax.scatter(tr, pr, s=2, alpha=0.4)
-    ax.plot([1, len(tr)], [1, len(tr)], color="gray", lw=0.8)
-    ax.set_xlabel("true rank")
-    ax.set_ylabel("predicted rank")
-    ax.set_title(title or f"tau = {stats.kendalltau(pred, true).statistic:.3f}")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
 
 
 class NARRun(EpochRun):
@@ -294,8 +275,14 @@ class NARRun(EpochRun):
         m.update(n_train=len(self.train_idx), n_val=len(self.val_idx), n_heldout=len(self.test_idx),
                  best_epoch=self.best["epoch"], best_val_tier_acc=self.best["val_tier_acc"])
         if scatter:
-            scatter_png(pred, test, scatter)
+            scatter_png(pred, test, scatter, **self.scatter_title())
         return m
+
+    def scatter_title(self) -> dict[str, Any]:
+        """What the rank scatter's title names: benchmark, dataset, seed, the best-validation epoch (whose weights
+        ``evaluate`` scores) and the epochs trained."""
+        return {"bench": self.cfg.bench, "dataset": self.cfg.dataset, "seed": self.cfg.seed,
+                "epoch": self.best["epoch"] if self.best["epoch"] >= 1 else None, "epochs": self.epoch}
 
     def state_dict(self) -> dict[str, Any]:
         return {"cfg": self.cfg.to_dict(), "epoch": self.epoch, "model": self.model.state_dict(),

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from raynas.nar.search import tier_search
-from raynas.nar.train import NARRun, resolve_nar, scatter_png
+from raynas.nar.scatter import scatter_png
+from raynas.nar.train import NARRun, resolve_nar
 from raynas.trainable import RunTrainable
 
 SCATTER_FILE = "rank_scatter.png"  # predicted vs true held-out ranks: in the trial directory and in MLflow
@@ -60,7 +61,7 @@ class NARTrainable(RunTrainable):
         run = self.run
         pred, test = run.scores(run.test_idx), run.data.test[run.test_idx]
         final = {k: v for k, v in result.items() if k not in ("scatter_png",)}
-        files = [(SCATTER_FILE, None, lambda path: scatter_png(pred, test, path)),
+        files = [(SCATTER_FILE, None, lambda path: scatter_png(pred, test, path, **run.scatter_title())),
                  (RESULT_FILE, None, json.loads(json.dumps(final, default=str)))]
         tracker._log_files(files)  # the tracker's own artifact path (queued while the server is down)
         best = result.get("best_arch")

@@ -14,21 +14,31 @@ searches, parameter count of the found cells, search CPU/GPU-hours; each method'
 - **collapse**: a rule ``METRIC OP NUMBER`` (``skip_count>=4``; metrics of ``search_spaces.genotype_stats``:
   skip_count, param_free_count -- the normal cell for DARTS-family genotypes -- and their ``_reduce``
   variants; ops >=, >, <=, <, ==), parsed by a regex, applied to the final genotype.
-- **params** (millions): the nb201 row's ``params`` on NB201; for DARTS-family genotypes the CIFAR
-  evaluation network ``DartsNetwork(genotype, C=36, layers=20, auxiliary=False)`` (10 classes, 100 for
-  cifar100, 120 for imagenet16-120) without the auxiliary head; none when that module is unavailable.
+- **params** (millions): the nb201 row's ``params`` when the trial has one; otherwise the evaluation network
+  of the genotype on the searched dataset (CIFAR-10 for a dataset ``raynas genotype`` does not know), as
+  ``raynas genotype --space S --dataset D`` computes it (``raynas.genotype_info``): NB201 C=16, N=5; DARTS
+  spaces ``NetworkCIFAR`` with 20 cells, C=36, without the auxiliary head.
+- **degenerate**: the final cell cannot carry its input to its output (``search_spaces.degenerate_reason``:
+  every edge ``none``, the output unreachable, a node with no input that feeds the output).
+- **retrain test acc**: with retrain directories among the sources (``retrain_summary.json``), the mean
+  test accuracy over the completed retrain seeds of each trial's genotype (matched by the search trial the
+  retrain came from, else by space, dataset and genotype).
 - **search hours**: sum of the per-epoch ``epoch_time`` x the trial's ``resources`` cpu/gpu.
 - **paired tests**: per column and pair of methods, the per-seed differences A - B (seeds present in both;
   repeated seeds averaged), two-sided Wilcoxon signed-rank p, and a seeded bootstrap 95% CI of the mean
-  difference. With fewer than 6 pairs Wilcoxon cannot reach p < 0.05 (n=4: p >= 0.125), so the verdict
-  also reads the CI -- which, with so few seeds, is optimistic: treat it as a hint, not proof.
+  difference. The exact two-sided p of n non-zero differences is at least 2 / 2^n, so below
+  ``min_pairs(0.05)`` = 6 pairs no outcome can reach p < 0.05: the verdict is then "n too small to test",
+  never "differ" (the CI is still shown; from so few seeds it is optimistic).
 """
 
 from __future__ import annotations
 
+from raynas.outdir import read_json
+
 import functools
 import itertools
 import json
+import math
 import operator
 import re
 import warnings
@@ -41,12 +51,12 @@ from raynas.config import ConfigError
 
 NB201_TEST = {"cifar10": "cifar10_test", "cifar100": "cifar100_test", "imagenet16-120": "imagenet16_test"}
 NB201_VALID = {"cifar10": "cifar10_valid", "cifar100": "cifar100_valid", "imagenet16-120": "imagenet16_valid"}
-EVAL_CLASSES = {"cifar100": 100, "imagenet16-120": 120}
 COLLAPSE_METRICS = ("skip_count", "param_free_count", "skip_count_reduce", "param_free_count_reduce")
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 _RULE = re.compile(r"\s*([a-z_]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*")
 BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED = 10_000, 0
+ALPHA = 0.05  # significance level of the paired tests
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -61,15 +71,19 @@ def parse_rule(rule: str) -> Callable[[dict[str, int]], bool | None]:
 
 
 def resolve_source(source: str | Path) -> Path:
-    """An experiment directory, an experiment YAML (its default ``runs/<name>``) or a name under ``runs/``."""
+    """An experiment directory, an experiment YAML (its default ``runs/<name>``), a name under ``runs/``, or a
+    ``raynas retrain`` output directory (its results are joined to the experiments' trials)."""
     path = Path(source)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         from raynas.experiment import load_experiment
         path = Path("runs") / load_experiment(path).name
     elif not path.exists() and (Path("runs") / path).is_dir():
         path = Path("runs") / path
-    if not (path / "summary.json").is_file():
-        raise ConfigError(f"{source} is not a raynas experiment (no summary.json)")
+    from raynas.report.retrain_join import is_retrain_dir
+
+    if not (path / "summary.json").is_file() and not is_retrain_dir(path):
+        raise ConfigError(f"{source} is not a raynas experiment (no summary.json) nor a retrain directory "
+                          "(no retrain_summary.json)")
     return path
 
 
@@ -115,91 +129,126 @@ def _objective(entry: dict[str, Any], history: list[dict[str, Any]], objective: 
     return (value, exp_metric) if value is not None else (final.get("valid_acc"), "valid_acc")
 
 
-def _genotype_stats(space: str, genotype: str | None) -> dict[str, int]:
+def _parsed(space: str, genotype: str | None) -> Any:
     if not genotype:
-        return {}
+        return None
+    import search_spaces  # torch: imported when a report is built, not with the CLI
+
     try:
-        import search_spaces
-        return search_spaces.genotype_stats(space, search_spaces.parse_genotype(space, genotype))
+        return search_spaces.parse_genotype(space, genotype)
     except (ValueError, KeyError):
-        return {}
+        return None
+
+
+def _genotype_stats(space: str, genotype: Any) -> dict[str, int]:
+    import search_spaces
+
+    return {} if genotype is None else search_spaces.genotype_stats(space, genotype)
+
+
+def _degenerate_reason(space: str, genotype: Any) -> str | None:
+    import search_spaces
+
+    return None if genotype is None else search_spaces.degenerate_reason(space, genotype)
 
 
 @functools.lru_cache(maxsize=None)
-def _darts_params(space: str, genotype: str, classes: int) -> float | None:
-    try:
-        import search_spaces
-        from search_spaces.darts_eval import DartsNetwork, count_params
-        net = DartsNetwork(search_spaces.parse_genotype(space, genotype), C=36, layers=20, num_classes=classes,
-                           auxiliary=False)
-    except (ImportError, ValueError, KeyError):
+def genotype_params(space: str, genotype: str, dataset: str) -> float | None:
+    """Parameters (millions) of the genotype's evaluation network, as ``raynas genotype`` counts them."""
+    from raynas.genotype_info import SHAPES, build_eval_network
+    from search_spaces.darts_eval import count_params
+
+    parsed = _parsed(space, genotype)
+    if parsed is None:
         return None
-    return count_params(net) / 1e6
+    return count_params(build_eval_network(space, parsed, dataset if dataset in SHAPES else "cifar10")) / 1e6
 
 
 def _params(entry: dict[str, Any]) -> float | None:
-    if entry.get("space") == "nb201":
-        return ((entry.get("final") or {}).get("nb201") or {}).get("params")
+    row = (entry.get("final") or {}).get("nb201") or {}
+    if row.get("params") is not None:
+        return row["params"]
     if not entry.get("genotype"):
         return None
-    return _darts_params(entry["space"], entry["genotype"], EVAL_CLASSES.get(entry.get("dataset"), 10))
+    return genotype_params(entry["space"], entry["genotype"], entry.get("dataset") or "cifar10")
 
 
 def load_trials(sources: list[str | Path], collapse_rule: str = "skip_count>=4", objective: str | None = None
                 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Trial records of all sources, their histories (by trial key) and the first experiment's objective."""
+    from raynas.report.retrain_join import is_retrain_dir, join_retrain, read_retrain
+
     rule = parse_rule(collapse_rule)
-    trials, histories, exp_objective = [], {}, None
+    trials, histories, exp_objective, summaries, retrained = [], {}, None, {}, []
     for src in sources:
         src = resolve_source(src)
-        summary = json.loads((src / "summary.json").read_text())
+        if is_retrain_dir(src):
+            retrained += read_retrain(src)
+            continue
+        summary = read_json(src / "summary.json", "summary.json")
         state_file = src / "experiment.json"
-        exp = json.loads(state_file.read_text()).get("experiment", {}) if state_file.is_file() else {}
+        exp = read_json(state_file, "experiment.json").get("experiment", {}) if state_file.is_file() else {}
         obj = summary.get("objective") or {"metric": "valid_acc", "mode": "max"}
         exp_objective = exp_objective or obj
         for entry in summary.get("trials", []):
             history = read_history(entry, src)
             value, name = _objective(entry, history, objective, obj["metric"])
-            stats = _genotype_stats(entry["space"], entry.get("genotype"))
+            parsed = _parsed(entry["space"], entry.get("genotype"))
+            stats = _genotype_stats(entry["space"], parsed)
             res = (entry.get("config") or {}).get("resources") or exp.get("resources") or {}
             seconds = sum(h.get("epoch_time") or 0.0 for h in history) if history else None
             hours = {k: None if seconds is None else seconds * float(res.get(k, 0.0)) / 3600 for k in ("cpu", "gpu")}
             key = f"{summary.get('experiment', src.name)}/{entry['trial_id']}"
-            histories[key] = history
+            histories[key], summaries[key] = history, (src / "summary.json").resolve()
             trials.append({
                 "key": key, "experiment": summary.get("experiment", src.name), "trial_id": entry["trial_id"],
                 **{k: entry.get(k) for k in ("method", "space", "dataset", "seed", "status", "epochs", "genotype")},
                 "objective": None if value is None else float(value), "objective_name": name,
                 "mode": obj["mode"] if name == obj["metric"] else ("min" if "loss" in name else "max"),
                 "collapsed": rule(stats) if stats else None, "skip_count": stats.get("skip_count"),
+                "degenerate_reason": _degenerate_reason(entry["space"], parsed),
                 "params_m": _params(entry), "cpu_hours": hours["cpu"], "gpu_hours": hours["gpu"]})
+    if not trials and retrained:
+        raise ConfigError("report: retrain directories need the experiment directories they retrained from")
+    join_retrain(trials, summaries, retrained)
     return trials, histories, exp_objective or {"metric": "valid_acc", "mode": "max"}
 
 
 # ---------------------------------------------------------------------------------------- statistics
-def paired_test(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
-    """Differences a - b over the shared seeds: two-sided Wilcoxon p and a bootstrap 95% CI of the mean."""
+def min_pairs(alpha: float = ALPHA) -> int:
+    """Fewest non-zero paired differences at which the exact two-sided Wilcoxon p (>= 2 / 2^n) can be < alpha."""
+    return math.floor(math.log2(2 / alpha)) + 1
+
+
+def paired_test(a: dict[int, float], b: dict[int, float], alpha: float = ALPHA) -> dict[str, Any]:
+    """Differences a - b over the shared seeds: two-sided Wilcoxon p and a bootstrap 95% CI of the mean.
+
+    Below ``min_pairs(alpha)`` non-zero differences the verdict is "n too small to test": no outcome of
+    so few pairs could be significant, so neither "differ" nor "noise" would be honest."""
     from scipy.stats import wilcoxon
 
     seeds = sorted(set(a) & set(b))
     d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+    need = min_pairs(alpha)
     out: dict[str, Any] = {"n": len(d), "seeds": seeds, "mean_diff": float(d.mean()) if len(d) else None,
-                           "p_wilcoxon": None, "ci95": None, "verdict": "fewer than 2 pairs"}
+                           "p_wilcoxon": None, "ci95": None, "min_pairs": need,
+                           "verdict": f"n too small to test (Wilcoxon needs >= {need} pairs for p < {alpha:g})"}
     if len(d) < 2:
         return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = 1.0 if not d.any() else float(wilcoxon(d).pvalue)
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     means = d[rng.integers(0, len(d), (BOOTSTRAP_SAMPLES, len(d)))].mean(axis=1)
     lo, hi = (float(v) for v in np.percentile(means, [2.5, 97.5]))
-    if p < 0.05:
-        verdict = "differ (Wilcoxon p < 0.05)"
-    elif len(d) < 6 and not lo <= 0 <= hi:
-        verdict = "likely differ (CI excludes 0; too few seeds for Wilcoxon)"
-    else:
-        verdict = "noise"
-    return {**out, "p_wilcoxon": p, "ci95": [lo, hi], "verdict": verdict}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = 1.0 if not d.any() else float(wilcoxon(d).pvalue)
+    out.update(p_wilcoxon=p, ci95=[lo, hi])
+    if np.count_nonzero(d) < need:
+        nonzero = np.count_nonzero(d)
+        if nonzero < len(d):
+            out["verdict"] += f"; {len(d) - nonzero} of {len(d)} differences are 0"
+        return out
+    out["verdict"] = f"differ (Wilcoxon p < {alpha:g})" if p < alpha else f"no difference shown (p >= {alpha:g})"
+    return out
 
 
 def _seed_values(trials: list[dict[str, Any]]) -> dict[int, float]:
@@ -226,6 +275,7 @@ def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
         best, worst = (np.max, np.min) if mode == "max" else (np.min, np.max)
         flags = [t["collapsed"] for t in members if t["collapsed"] is not None]
         params = [t["params_m"] for t in members if t["params_m"] is not None]
+        retrained = [t["retrain_test_acc"] for t in members if t.get("retrain_test_acc") is not None]
         groups.append({
             "method": method, "space": space, "dataset": dataset, "objective_name": members[0]["objective_name"],
             "mode": mode, "n": len(values), "seeds": sorted({t["seed"] for t in members}),
@@ -236,6 +286,10 @@ def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
             "collapsed": sum(flags), "collapse_known": len(flags),
             "collapse_share": sum(flags) / len(flags) if flags else None,
             "params_m": float(np.mean(params)) if params else None,
+            "degenerate": sum(t["degenerate_reason"] is not None for t in members), "n_trials": len(members),
+            "retrain_test_acc": float(np.mean(retrained)) if retrained else None,
+            "retrain_test_acc_std": float(np.std(retrained, ddof=1)) if len(retrained) > 1 else None,
+            "retrain_n": len(retrained),
             "cpu_hours": _total([t["cpu_hours"] for t in members]),
             "gpu_hours": _total([t["gpu_hours"] for t in members]),
             "rank": None, "_seed_values": _seed_values(members)})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+from raynas.outdir import read_json
+
 import os
 import sys
 from pathlib import Path
@@ -39,8 +40,8 @@ def tracking_target(exp_dir: Path, tracking_uri: str | None = None) -> tuple[str
     """(tracking URI, experiment name) a report of ``exp_dir`` attaches to: ``tracking_uri``, else as the runner
     chose: the experiment's ``tracking_uri``, ``$MLFLOW_TRACKING_URI``, ``./mlflow.db`` when it exists (else None)."""
     state = exp_dir / "experiment.json"
-    exp = json.loads(state.read_text()).get("experiment", {}) if state.is_file() else {}
+    exp = read_json(state, "experiment.json").get("experiment", {}) if state.is_file() else {}
     implicit = Path("mlflow.db")  # the runner's default store, sqlite:///<cwd>/mlflow.db, when it exists
     uri = tracking_uri or exp.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or (
         f"sqlite:///{implicit.resolve()}" if implicit.is_file() else None)
-    return uri, json.loads((exp_dir / "summary.json").read_text()).get("experiment", exp.get("name"))
+    return uri, read_json(exp_dir / "summary.json", "summary.json").get("experiment", exp.get("name"))

@@ -29,7 +29,9 @@ def build_report(sources: list[str | Path], out: Path, formats: tuple[str, ...] 
         "experiments": sorted({t["experiment"] for t in trials}),
         "objective": {"metric": objective or (" / ".join(names) if names else exp_obj["metric"]),
                       "mode": trials[0]["mode"] if trials else exp_obj["mode"], "experiment": exp_obj["metric"]},
-        "collapse_rule": collapse_rule, **summarise(trials), "trials": trials, "notes": []}
+        "collapse_rule": collapse_rule, **summarise(trials), "trials": trials,
+        "notes": [f"warning: {t['key']} ({t['method']}, seed {t['seed']}) ended in a degenerate cell: "
+                  f"{t['degenerate_reason']}" for t in trials if t["degenerate_reason"]]}
     plots: dict[str, Path] = {}
     for name, make in (("alpha evolution (first edge)", lambda p: plot_alpha(trials, histories, p)),
                        ("accuracy distribution", lambda p: plot_accuracy(trials, p)),

@@ -7,7 +7,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from raynas.report.analysis import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+from raynas.report.analysis import ALPHA, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, min_pairs
+
 
 def _fmt(v: Any, digits: int = 2) -> str:
     if v is None:
@@ -17,13 +18,21 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
+def _retrain(g: dict[str, Any]) -> str:
+    if g["retrain_test_acc"] is None:
+        return "–"
+    std = "" if g["retrain_test_acc_std"] is None else f" ± {_fmt(g['retrain_test_acc_std'])}"
+    return f"{_fmt(g['retrain_test_acc'])}{std} ({g['retrain_n']} of {g['n_trials']} trials)"
+
+
 def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str]]:
     """(title, headers, rows, note) of every table, rendered alike in markdown and html."""
     groups = [[g["method"], g["space"], g["dataset"], g["objective_name"], str(g["n"]),
                f"{_fmt(g['mean'])} ± {_fmt(g['std'])}", _fmt(g["best_of_k"]), _fmt(g["worst"]),
                "–" if g["collapse_share"] is None else
                f"{g['collapsed']}/{g['collapse_known']} ({100 * g['collapse_share']:.0f}%)",
-               _fmt(g["params_m"]), _fmt(g["gpu_hours"], 3), _fmt(g["cpu_hours"], 3), _fmt(g["rank"], 1)]
+               f"{g['degenerate']}/{g['n_trials']}", _fmt(g["params_m"]), _retrain(g), _fmt(g["gpu_hours"], 3),
+               _fmt(g["cpu_hours"], 3), _fmt(g["rank"], 1)]
               for g in report["groups"]]
     cols = list(report["ranks"])
     ranks = [[m, *(_fmt(report["ranks"][c].get(m), 1) for c in cols), _fmt(report["mean_rank"][m], 2)]
@@ -34,23 +43,28 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
               t["verdict"]] for t in report["tests"]]
     trials = [[t["experiment"], t["trial_id"], t["method"], t["space"], t["dataset"], str(t["seed"]),
                str(t["status"]), str(t["epochs"]), _fmt(t["objective"]),
-               {True: "yes", False: "no", None: "–"}[t["collapsed"]], _fmt(t["skip_count"]), _fmt(t["params_m"]),
+               {True: "yes", False: "no", None: "–"}[t["collapsed"]], _fmt(t["skip_count"]),
+               "–" if t["genotype"] is None else t["degenerate_reason"] or "no", _fmt(t["params_m"]),
+               _fmt(t.get("retrain_test_acc")) + (f" ({t['retrain_seeds']} seeds)" if t.get("retrain_seeds") else ""),
                str(t["genotype"])] for t in report["trials"]]
     obj, rule = report["objective"], report["collapse_rule"]
     return [
         ("Results per method × space × dataset",
          ["method", "space", "dataset", "objective", "n", "mean ± std", "best-of-k", "worst", "collapsed",
-          "params (M)", "GPU-h", "CPU-h", "rank"], groups,
+          "degenerate", "params (M)", "retrain test acc", "GPU-h", "CPU-h", "rank"], groups,
          f"Objective: {obj['metric']} ({obj['mode']}); std over seeds with ddof=1; best-of-k over the k = n seeds; "
-         f"collapsed: `{rule}` on the final genotype."),
+         f"collapsed: `{rule}` on the final genotype; degenerate: final cells whose output cannot depend on "
+         "the input; params: the evaluation network of the genotype (NB201 table when looked up); retrain test "
+         "acc: mean ± std over the trials' retrained genotypes (retrain directories among the sources)."),
         ("Rank per column (1 = best mean)", ["method", *cols, "mean rank"], ranks, ""),
         ("Paired tests across seeds (A − B)",
          ["space", "dataset", "A", "B", "pairs", "mean A−B", "Wilcoxon p", "bootstrap 95% CI", "verdict"], tests,
          "Two-sided Wilcoxon signed-rank test on the per-seed differences; bootstrap CI of their mean "
-         f"({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}). With n < 6 pairs Wilcoxon cannot reach "
-         "p < 0.05; a CI from so few seeds is optimistic."),
+         f"({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}). The exact p of n pairs is at least 2/2^n, so "
+         f"below {min_pairs(ALPHA)} non-zero pairs no verdict is given (p < {ALPHA:g} is out of reach); a CI from "
+         "so few seeds is optimistic."),
         ("Trials", ["experiment", "trial", "method", "space", "dataset", "seed", "status", "epochs", "objective",
-                    "collapsed", "skips", "params (M)", "genotype"], trials, ""),
+                    "collapsed", "skips", "degenerate", "params (M)", "retrain test acc", "genotype"], trials, ""),
     ]
 
 

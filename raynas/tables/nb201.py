@@ -7,6 +7,8 @@ the release files through their own APIs: ``raynas bench nb201 export --from FIL
 
 from __future__ import annotations
 
+import zlib
+
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,7 +78,8 @@ class NB201Table:
             raise TableError(f"NB201 table {p} does not exist; {EXPORT_HINT}")
         try:
             frame = pd.read_csv(p)
-        except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError,
+                pd.errors.EmptyDataError) as e:  # EOFError, zlib.error: a truncated or corrupted .gz
             raise TableError(f"cannot read NB201 table {p}: {str(e).splitlines()[0] if str(e) else e!r}") from None
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:

@@ -9,7 +9,7 @@
 """
 
 from raynas.tracking.compare import compare, compare_to_files
-from raynas.tracking.journal import sync
+from raynas.tracking.journal import finish_parent, sync
 from raynas.tracking.store import (TrackingError, check_reachable, clean_key, default_artifact_root,
                                    default_tracking_uri, ensure_experiment, find_trial_run, finish_run,
                                    log_metric_on, provenance_tags, server_command, start_parent_run)
@@ -17,5 +17,5 @@ from raynas.tracking.trial_log import TrialTracker, epoch_metrics
 
 __all__ = ["TrackingError", "TrialTracker", "check_reachable", "clean_key", "compare", "compare_to_files",
            "default_artifact_root", "default_tracking_uri", "ensure_experiment", "epoch_metrics",
-           "find_trial_run", "finish_run", "log_metric_on", "provenance_tags", "server_command",
+           "find_trial_run", "finish_parent", "finish_run", "log_metric_on", "provenance_tags", "server_command",
            "start_parent_run", "sync"]

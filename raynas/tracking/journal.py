@@ -109,7 +109,13 @@ class Journal:
 
     def runs(self) -> dict[str, str]:
         p = self.root / RUNS
-        return json.loads(p.read_text()) if p.exists() else {}
+        if not p.exists():
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):  # written by rename, so only a hand edit cuts it
+            raise TrackingError(f"{p}: runs.json is truncated or not JSON; restore it or delete it to "
+                                "create the runs again") from None
 
     def append(self, op: dict[str, Any]) -> None:
         """Queue ``op``; its artifact files are copied in (the caller's temp files are about to go)."""
@@ -169,3 +175,32 @@ def sync(pending_dir: str | Path, uri: str | None = None) -> dict[str, int]:
     """Send what trackers queued in ``pending_dir`` (to ``uri`` if given, else each op's own target).
     Safe to repeat and to run beside live trackers: returns ``{sent, remaining, failed}``."""
     return Journal(pending_dir).flush(uri)
+
+
+PARENT_QUEUE = "parent"  # the journal, under an experiment's ``mlflow_pending/``, of its parent run's operations
+
+
+def finish_parent(tracking: dict[str, Any], status: str = "FINISHED") -> int:
+    """Deliver what the trials queued, then end the parent run; what cannot be sent now (the server is
+    down) stays queued, the parent's own end included, so ``raynas sync OUT`` finishes the job.
+    Returns the number of operations still pending."""
+    import time
+    import uuid
+
+    root = Path(tracking["pending_root"])
+    pending = 0
+    for d in sorted(p for p in root.glob("*") if p.is_dir() and p.name != PARENT_QUEUE):
+        try:
+            pending += sync(d).get("remaining", 0)
+        except Exception:  # noqa: BLE001 - counted as pending; `raynas sync OUT` retries
+            pending += 1
+    queue = Journal(root / PARENT_QUEUE)
+    if queue.unsent():  # an earlier end of this parent (before a resume) is still queued: send it first
+        queue.flush()
+    try:
+        client(tracking["uri"]).set_terminated(tracking["parent_run_id"], status)
+    except Exception as e:  # noqa: BLE001 - queued instead: a search must not die for its tracking
+        warn(f"cannot end the parent run now ({error_reason(e)}); queued for `raynas sync`")
+        queue.append({"id": uuid.uuid4().hex, "uri": tracking["uri"], "kind": "terminate",
+                      "run": tracking["parent_run_id"], "status": status, "end_time": int(time.time() * 1000)})
+    return pending + len(queue.unsent())

@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+#: schemes of the tracking stores MLflow serves besides http(s): SQLAlchemy databases and Databricks
+DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "databricks")
 MAX_BATCH, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's log_batch limits
 PARAM_MAX, TAG_MAX = 6000, 8000                   # MLflow's value length limits
 #: fail fast on a dead server (MLflow's default retries for ~4 minutes); the queue does the retrying
@@ -107,6 +109,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     elif uri.lower().startswith("file:") or "://" not in uri:
         raise TrackingError(f"tracking URI {uri!r} is a file store, which MLflow 3 refuses; "
                             f"use e.g. {default_tracking_uri()} or http://HOST:PORT")
+    elif uri.split("://", 1)[0].split("+", 1)[0].lower() not in DB_SCHEMES:
+        raise TrackingError(f"tracking URI {uri!r}: MLflow has no store for this scheme; use "
+                            f"{default_tracking_uri()}, http://HOST:PORT or a database URL (postgresql://...)")
 
 
 def probe(uri: str, timeout: float = 2.0) -> bool:

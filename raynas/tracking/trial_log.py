@@ -47,6 +47,14 @@ def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _degenerate_reason(space: str, genotype: str) -> str | None:
+    try:
+        import search_spaces
+        return search_spaces.degenerate_reason(space, search_spaces.parse_genotype(space, genotype))
+    except (ValueError, KeyError):  # not a cell genotype of a known space (e.g. an NB101 hash)
+        return None
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -77,6 +85,7 @@ class TrialTracker:
         self._q = Journal(pending_dir)
         self._alpha_history: list[dict[str, Any]] = []
         self._dead = False
+        self._degenerate_tagged = bool(run_id)  # a resumed run may carry a reason from before
         self._offline, self._probe_after = False, 0.0
         if is_http(uri):
             client(uri)  # sets the fail-fast HTTP retry policy before the first request
@@ -168,6 +177,13 @@ class TrialTracker:
             if out:
                 self._submit({"kind": "log_artifacts", "files": out})
 
+    def _degenerate_tags(self, reason: str | None) -> list[list[str]]:
+        """Tags ``degenerate`` (true/false) and ``degenerate_reason`` (emptied when the cell is sound again)."""
+        if reason:
+            self._degenerate_tagged = True
+            return [["degenerate", "true"], ["degenerate_reason", reason[:TAG_MAX]]]
+        return [["degenerate", "false"], *([["degenerate_reason", ""]] if self._degenerate_tagged else [])]
+
     def log_epoch(self, metrics: dict[str, Any], step: int) -> None:
         """Scalars, every alpha weight and the genotype tag in one ``log_batch``; alpha and genotype
         of the epoch as JSON artifacts."""
@@ -175,6 +191,8 @@ class TrialTracker:
         batch = [[k, v, ts, step] for k, v in epoch_metrics(metrics).items()]
         genotype = metrics.get("genotype")
         tags = [["genotype", str(genotype)[:TAG_MAX]]] if genotype else []
+        if "degenerate" in metrics:
+            tags += self._degenerate_tags(metrics.get("degenerate_reason") if metrics["degenerate"] else None)
         self._submit({"kind": "log_batch", "metrics": batch, "tags": tags})
         alpha = metrics.get("alpha")
         files = []
@@ -182,7 +200,7 @@ class TrialTracker:
             self._alpha_history.append(alpha)
             files.append((f"alpha_epoch_{step:03d}.json", "alpha", {"epoch": step, "alpha": alpha}))
         if genotype:
-            stats = {k: v for k, v in metrics.items() if k.startswith(("skip_count", "param_free_count"))}
+            stats = {k: v for k, v in metrics.items() if k.startswith(("skip_count", "param_free_count", "degenerate"))}
             files.append((f"genotype_epoch_{step:03d}.json", "genotype",
                           {"epoch": step, "genotype": genotype, **stats, "nb201": metrics.get("nb201")}))
         self._log_files(files)
@@ -205,7 +223,7 @@ class TrialTracker:
         if alpha_history or self._alpha_history:
             files.append(("alpha_heatmap.png", None, heatmap))
         self._log_files(files)
-        tags = [["genotype", str(genotype)[:TAG_MAX]]]
+        tags = [["genotype", str(genotype)[:TAG_MAX]], *self._degenerate_tags(_degenerate_reason(space, genotype))]
         if checkpoint_path:
             tags.append(["checkpoint", str(checkpoint_path)[:TAG_MAX]])
         self._submit({"kind": "log_batch", "tags": tags})
