@@ -24,6 +24,9 @@ SEARCH_METRICS = ("epoch", "lr", "train_loss", "train_acc", "arch_loss", "arch_a
                   "steps", "epoch_time", "images_per_s", "hessian_eigenvalue", "skip_count", "param_free_count",
                   "skip_count_reduce", "param_free_count_reduce", "alpha_entropy", "mim_rec_loss", "nb201_valid",
                   "nb201_test")
+#: what a seed-group trial (``raynas.seeds``) adds when a seed's search or proxy retrain ends
+#: (``raynas.objectives``): the proxy's accuracy, then the costs
+GROUP_METRICS = ("proxy_acc", "params", "flops", "search_gpu_hours")
 #: storage URI schemes pyarrow's filesystems serve (Tune's ``storage_path``)
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file")
 #: a supernet whose rough activation + weight footprint exceeds this cannot run anywhere
@@ -127,8 +130,8 @@ def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Call
         names = [("tune.metric", exp.tune.metric)] + [("tune.objectives", o.split(":")[0])
                                                        for o in exp.tune.objectives]
         for what, name in names:
-            need(name in SEARCH_METRICS, f"{what} {name!r} is not reported by a search trial; use one of "
-                                         f"{', '.join(SEARCH_METRICS)}")
+            need(name in SEARCH_METRICS + GROUP_METRICS, f"{what} {name!r} is not reported by a search trial; use "
+                                                         f"one of {', '.join(SEARCH_METRICS + GROUP_METRICS)}")
 
 
 def check_device(device: str, key: str = "device") -> None:

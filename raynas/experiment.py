@@ -11,6 +11,7 @@ from typing import Any
 
 from raynas.checks import check_blocks, check_search_trials
 from raynas.config import ConfigError, build, check_name, deep_merge, unflatten, load_yaml, resolve
+from raynas.objectives import ProxyConfig, check_objectives
 
 GRID_AXES = ("method", "space", "dataset", "seed")
 
@@ -26,7 +27,7 @@ class GridConfig:
 @dataclass
 class TuneBlock:
     """The outer search: Optuna over any config field, run by Ray Tune's OptunaSearch."""
-    metric: str = "valid_acc"        # valid_acc | nb201_test | nb201_valid | any reported metric
+    metric: str = "valid_acc"        # raynas.objectives: valid_acc, nb201_test, proxy_acc, params, flops, ...
     mode: str = "max"
     num_samples: int = 8
     max_concurrent_trials: int = 2
@@ -36,11 +37,17 @@ class TuneBlock:
     study_name: str | None = None
     objectives: list[str] = field(default_factory=list)  # e.g. ["valid_acc:max", "params:min"] (nsga2)
     space: dict[str, dict] = field(default_factory=dict)  # dotted key -> {type, low, high, log, choices}
+    seeds_per_trial: int = 1         # k searches per Optuna trial, in parallel (raynas.seeds)
+    aggregate: str = "mean"          # mean | worst | mean_minus_std: what of the k seeds Optuna sees
+    risk: float = 1.0                # lambda of mean_minus_std
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # known-good configs (dotted keys) Optuna tries first
+    pruner: str | None = None        # rejected: OptunaSearch runs no Optuna pruner (use scheduler asha)
 
 
 @dataclass
 class SchedulerConfig:
-    type: str = "fifo"               # fifo | asha
+    type: str = "fifo"               # fifo | asha | hyperband
+    metric: str | None = None        # the per-epoch metric rungs compare (default: tune.metric / valid_acc)
     grace_period: int = 1
     reduction_factor: int = 2
 
@@ -59,6 +66,7 @@ class ExperimentConfig:
     fixed: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, list] = field(default_factory=dict)  # more grid axes: dotted key -> values (e.g. model.drop_path)
     tune: TuneBlock | None = None
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)  # the proxy retrain recipe of proxy_acc
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     max_concurrent_trials: int = 0   # 0: as many as resources allow
@@ -82,7 +90,10 @@ def _check_tune(t: TuneBlock) -> None:
             raise ConfigError(f"tune.objectives entry {o!r} must be 'metric:max' or 'metric:min'")
     if not t.space:
         raise ConfigError("tune.space is empty: name at least one field to search, e.g. mim.mask_ratio")
+    from raynas.searchers.space import reject_cell_param
+
     for key, spec in t.space.items():
+        reject_cell_param(key, spec)  # nb201_cell / nb101_cell: study files only (a one-line error here)
         if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
             raise ConfigError(f"tune.space.{key}: needs type float, int or categorical")
         extra = set(spec) - {"type", "low", "high", "log", "choices", "step"}
@@ -129,8 +140,7 @@ def check_experiment(exp: ExperimentConfig) -> None:
             raise ConfigError(f"sweep.{key} is empty")
     if exp.tune is not None:
         _check_tune(exp.tune)
-    if exp.scheduler.type not in ("fifo", "asha"):
-        raise ConfigError(f"scheduler.type must be fifo or asha, got {exp.scheduler.type!r}")
+    check_objectives(exp)
     if exp.resources.cpu <= 0 or exp.resources.gpu < 0:
         raise ConfigError("resources.cpu must be > 0 and resources.gpu >= 0")
     if exp.resources.threads is not None and exp.resources.threads < 1:
@@ -142,7 +152,7 @@ def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = 
     ``tune.num_samples``, ...) when they name one of its fields, otherwise into ``fixed`` (and a
     grid axis set this way, e.g. ``dataset=digits``, replaces that axis)."""
     data = load_yaml(path) if path else {}
-    exp_fields = {"name", "grid", "fixed", "sweep", "tune", "resources", "scheduler", "max_concurrent_trials",
+    exp_fields = {"name", "grid", "fixed", "sweep", "tune", "proxy", "resources", "scheduler", "max_concurrent_trials",
                   "max_failures", "checkpoint_keep", "storage_path", "tracking_uri"}
     data = apply_overrides(data, overrides, exp_fields)
     exp = build(ExperimentConfig, data)

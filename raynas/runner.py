@@ -53,6 +53,11 @@ def summarise(result: Any) -> dict[str, Any]:
         "config": result.config,
         "path": result.path,
     }
+    if m.get("seeds") is not None:  # a seed group (raynas.seeds): every seed's result and the aggregates
+        from raynas.objectives import END_ONLY, NB201
+        entry["seeds"] = m["seeds"]
+        entry["final"].update({k: v for k, v in m.items() if k in END_ONLY + NB201
+                               or k.endswith(("_mean", "_std", "_worst"))})
     if result.error:
         entry["error"] = str(result.error).strip().splitlines()[-1][:500]
     elif m.get("error"):
@@ -84,22 +89,9 @@ def _objective(exp: ExperimentConfig) -> tuple[str, str]:
 
 
 def search_alg(exp: ExperimentConfig, out: Path) -> Any:
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
+    from raynas.study import search_alg as study_search
 
-    t = exp.tune
-    storage = optuna.storages.RDBStorage(t.storage or f"sqlite:///{out / 'optuna.db'}",
-                                         engine_kwargs={"connect_args": {"timeout": 60}})
-    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=t.seed),
-                "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=t.seed),
-                "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=t.seed)}
-    if t.objectives:
-        metric = [o.split(":")[0] for o in t.objectives]
-        mode = [o.split(":")[1] for o in t.objectives]
-    else:
-        metric, mode = t.metric, t.mode
-    return OptunaSearch(sampler=samplers[t.sampler](), storage=storage, study_name=t.study_name or exp.name,
-                        metric=metric, mode=mode)
+    return study_search(exp, out)
 
 
 def tracking_uri(exp: ExperimentConfig) -> str | None:
@@ -144,11 +136,18 @@ def start_tracking(exp: ExperimentConfig, out: Path, yaml_text: str | None,
 
 
 def _trainable(exp: ExperimentConfig, tracking: dict[str, Any] | None = None, board: str | None = None) -> Any:
+    """The search trainable, or a seed group's (``raynas.seeds``); with an objective known only at a
+    group's end, Tune is told not to require it in every epoch's result (its documented switch)."""
     from ray import tune
 
     from raynas.console import worker_settings
+    from raynas.objectives import grouped
     from raynas.trainable import SearchTrainable
 
+    if grouped(exp):  # k seeds per Optuna trial and/or end-of-search objectives
+        from raynas.seeds import trainable as seeds_trainable
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+        return seeds_trainable(exp, tracking)
     trainable = tune.with_parameters(SearchTrainable, tracking=tracking, console=worker_settings(board),
                                      threads=threads_per_trial(exp.resources.cpu, exp.resources.threads))
     return tune.with_resources(trainable, {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
@@ -186,7 +185,8 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
     """Run every trial of ``exp`` with ``tune.Tuner``; write and return ``summary.json``.
     ``out`` must not hold another experiment (``force``: replace it) and is locked while the run lives."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+
+    from raynas.objectives import grouped
 
     out = Path(out).resolve()
     settings = dataclasses.asdict(exp)
@@ -202,23 +202,20 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
             write_json(out / STATE_FILE, {"experiment": settings, "yaml": yaml_text, "tracking": tracking})
             init_ray(address)
             board = start_console(exp, address, n_trials(exp), out) if verbose else None
-            metric, mode = _objective(exp)
-            scheduler = None
-            if exp.scheduler.type == "asha":
-                max_t = max(resolve(o).epochs for o in trial_overrides(exp))
-                scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
-                                          grace_period=min(exp.scheduler.grace_period, max_t),
-                                          reduction_factor=exp.scheduler.reduction_factor)
             tune_config = tune.TuneConfig(
                 search_alg=search_alg(exp, out) if exp.tune is not None else None,
-                scheduler=scheduler,
+                scheduler=_scheduler(exp),
                 num_samples=exp.tune.num_samples if exp.tune is not None else 1,
                 max_concurrent_trials=(exp.tune.max_concurrent_trials if exp.tune is not None
                                        else exp.max_concurrent_trials or None),
-                reuse_actors=True,
+                reuse_actors=not grouped(exp),
                 trial_dirname_creator=lambda t: f"{t.trainable_name}_{t.trial_id}")
-            tuner = tune.Tuner(_trainable(exp, tracking, board), param_space=param_space(exp),
-                               tune_config=tune_config, run_config=_run_config(exp, out, board, verbose))
+            space = param_space(exp)
+            if grouped(exp):  # the trial's seeds are the group's (raynas.seeds), not an Optuna parameter
+                from raynas.objectives import trial_seeds
+                space["seed"] = trial_seeds(exp)[0]
+            tuner = tune.Tuner(_trainable(exp, tracking, board), param_space=space, tune_config=tune_config,
+                               run_config=_run_config(exp, out, board, verbose))
             return write_summary(fit(tuner, board), exp, out, tracking)
 
 
@@ -249,6 +246,30 @@ def fit(tuner: Any, board: str | None) -> Any:
     finally:
         stop_board(board)
         sys.stderr.flush()
+
+
+def _scheduler(exp: ExperimentConfig) -> Any:
+    """ASHA or HyperBand over training iterations, on ``scheduler.metric`` (else the objective); the
+    checks in ``raynas.objectives`` guarantee it is a number every epoch reports."""
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+
+    from raynas.objectives import grouped, needs_proxy
+
+    if exp.scheduler.type == "fifo":
+        return None
+    metric, mode = _objective(exp)
+    if exp.scheduler.metric is not None:
+        metric = exp.scheduler.metric
+        mode = "min" if metric.endswith("_loss") else "max"
+    max_t = max(resolve(o).epochs for o in trial_overrides(exp))
+    if grouped(exp) and needs_proxy(exp.tune):
+        max_t += exp.proxy.epochs
+    if exp.scheduler.type == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
+                                  reduction_factor=exp.scheduler.reduction_factor)
+    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
+                         grace_period=min(exp.scheduler.grace_period, max_t),
+                         reduction_factor=exp.scheduler.reduction_factor)
 
 
 def _run_config(exp: ExperimentConfig, out: Path, board: str | None = None, verbose: int = 1) -> Any:
@@ -330,6 +351,12 @@ def objective_value(trial: dict[str, Any], metric: str) -> float | None:
     return None
 
 
+def _seed_genotypes(trial: dict[str, Any]) -> str:
+    """A seed group's genotypes, one per seed (``-`` when there are none)."""
+    genos = [s.get("genotype") or "-" for s in trial.get("seeds") or []]
+    return " ; ".join(genos) if genos else "-"
+
+
 def print_table(trials: list[dict[str, Any]], metric: str, mode: str) -> None:
     """All trials, best first by the objective."""
     def key(t: dict[str, Any]) -> float:
@@ -342,4 +369,4 @@ def print_table(trials: list[dict[str, Any]], metric: str, mode: str) -> None:
         v = objective_value(t, metric)
         value = "-" if v is None else f"{v:.2f}"
         print(f"{t['method']:<11}{t['space']:<7}{t['dataset']:<15}{t['seed']:>5}  {t['status']:<17}{t['epochs']:>4}"
-              f"  {value:>12}  {t['genotype']}")
+              f"  {value:>12}  {t['genotype'] or _seed_genotypes(t)}")

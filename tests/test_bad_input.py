@@ -59,7 +59,7 @@ CASES = [
     (["run", "{tmp}/list.yaml"], "the top level must be a mapping"),
     (["run", "{tmp}/lowhigh.yaml"], "low (0.8) must be <= high (0.2)"),
     (["run", "{tmp}/badmethod.yaml"], "unknown method 'nope'"),
-    (["run", "{tmp}/pbt.yaml"], "scheduler.type must be fifo or asha"),
+    (["run", "{tmp}/pbt.yaml"], "scheduler.type must be one of fifo, asha, hyperband"),
     (["run", "{tmp}/nsga.yaml"], "needs tune.objectives"),
     (["resume", "{tmp}/notexp"], "is not a raynas experiment directory"),
     (["retrain", "--from", "{tmp}/notexp"], "is not a raynas experiment"),

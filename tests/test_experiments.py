@@ -18,11 +18,34 @@ def write(tmp_path, text):
     return p
 
 
-@pytest.mark.parametrize("name", ["quickstart", "nb201_all_methods", "robustness_s1_s4", "tune_alphadarts"])
-def test_shipped_experiments_validate_and_smoke_override(name):
-    exp = load_experiment(ROOT / "experiments" / f"{name}.yaml", {"dataset": "digits", "epochs": 2})
+@pytest.mark.parametrize("name", ["quickstart", "nb201_all_methods", "robustness_s1_s4", "tune_alphadarts",
+                                  "tune_darts_regularisation", "tune_darts_regularisation_nb201"])
+def test_shipped_experiments_validate_and_smoke_override(name, tmp_path):
+    over = {"dataset": "digits", "epochs": 2}
+    if "nb201_table" in (ROOT / "experiments" / f"{name}.yaml").read_text():  # files that need the table
+        from raynas.tables.nb201 import COLUMNS
+        table = tmp_path / "nb201.csv"
+        table.write_text(",".join(COLUMNS) + "\n")
+        over["nb201_table"] = str(table)
+    exp = load_experiment(ROOT / "experiments" / f"{name}.yaml", over)
     assert exp.grid.dataset == ["digits"]
     assert all(o["epochs"] == 2 for o in trial_overrides(exp))
+
+
+def test_tuning_files_optimise_what_the_search_finds_over_seeds(tmp_path):
+    from raynas.tables.nb201 import COLUMNS
+    table = tmp_path / "nb201.csv"
+    table.write_text(",".join(COLUMNS) + "\n")
+    for name in ("tune_alphadarts", "tune_darts_regularisation_nb201"):
+        t = load_experiment(ROOT / "experiments" / f"{name}.yaml", {"nb201_table": str(table)}).tune
+        assert (t.metric, t.seeds_per_trial, t.aggregate) == ("nb201_test", 3, "mean") and t.enqueue
+    with pytest.raises(ConfigError, match="no trial reports nb201_test"):
+        load_experiment(ROOT / "experiments" / "tune_alphadarts.yaml")
+    exp = load_experiment(ROOT / "experiments" / "tune_darts_regularisation.yaml")
+    t = exp.tune
+    assert t.sampler == "nsga2" and t.objectives == ["proxy_acc:max", "params:min"] and t.seeds_per_trial == 2
+    assert set(exp.grid.method) == {"darts", "pcdarts"} and exp.grid.space == ["darts"]
+    assert {"optim.weight_decay", "model.drop_path", "cutout", "arch.lr"} <= set(t.space)
 
 
 def test_nb201_all_methods_covers_every_method_and_dataset():
@@ -67,7 +90,7 @@ tune:
     ("tune: {space: {arch.lr: {type: float, low: 0, high: 1, log: true}}}", "log scale needs low > 0"),
     ("fixed: {mim: {mask_ratio: 1.5}}", "mim.mask_ratio must be in (0, 1)"),
     ("fixed: {optim: {lr: -1}}", "optim.lr must be > 0"),
-    ("scheduler: {type: pbt}", "scheduler.type must be fifo or asha"),
+    ("scheduler: {type: pbt}", "scheduler.type must be one of fifo, asha, hyperband"),
     ("resources: {cpu: 0}", "resources.cpu must be > 0"),
     ("grid: {method: darts}", "grid.method: expected a list"),
     ("gird: {method: [darts]}", "did you mean grid?"),

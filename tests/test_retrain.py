@@ -281,3 +281,23 @@ def test_run_retrain_through_ray(tmp_path, local_ray):
     assert trials[0]["test_acc"] != trials[1]["test_acc"] or trials[0]["train_acc"] != trials[1]["train_acc"]
     (agg,) = on_disk["genotypes"]
     assert agg["completed"] == 2 and agg["test_acc_std"] is not None
+
+
+def test_holdout_scores_a_fixed_part_of_the_train_split_and_never_the_test_split(digits):
+    """The outer search's proxy (``holdout`` > 0) selects on images held out of the train split: the same
+    ones for every seed, disjoint from what it trains on, and the test split is never read."""
+    from trials.retrain import split_train
+    train, held = split_train(digits, 0.5, 0.2)
+    n = len(digits.train_y)
+    assert len(held) == round(0.2 * n) and len(train) == round(0.5 * (n - len(held)))
+    assert not set(train.tolist()) & set(held.tolist())
+    again_train, again_held = split_train(digits, 0.5, 0.2)
+    assert torch.equal(train, again_train) and torch.equal(held, again_held)
+    runs = [Retrain(nb201_cfg(seed=s, holdout=0.2, subset=0.5, epochs=1, max_steps_per_epoch=2), digits)
+            for s in (0, 1)]
+    for r in runs:
+        assert torch.equal(r.test_stream.x, digits.train_x[held])
+        m = r.run_epoch()
+        assert m["eval_split"] == "holdout" and m["test_acc"] is not None
+    plain = Retrain(nb201_cfg(epochs=1), digits)
+    assert torch.equal(plain.test_stream.x, digits.test_x) and plain.run_epoch()["eval_split"] == "test"

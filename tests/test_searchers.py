@@ -287,13 +287,19 @@ def test_rung_stopper_is_rays_asha_rule():
             assert ours.stop(f"t{i}", v) == (ray_bracket.on_result(T(i), 1, v) == "STOP")
 
 
-def test_asha_stops_cells_at_the_12_epoch_rung_by_their_12_epoch_accuracy_only(table_path, tmp_path):
+def shuffled_200_epoch_table(table_path, tmp_path):
+    """The table with its 200-epoch columns permuted across cells, the 12-epoch ones as they were."""
     frame = pd.read_csv(table_path)
     shuffled = frame.copy()
     perm = np.random.default_rng(1).permutation(len(frame))
-    for c in ("cifar10_valid", "cifar10_test"):  # the 200-epoch results change, the 12-epoch ones do not
+    for c in ("cifar10_valid", "cifar10_test"):
         shuffled[c] = frame[c].to_numpy()[perm]
     shuffled.to_csv(tmp_path / "shuffled.csv", index=False)
+    return frame, tmp_path / "shuffled.csv"
+
+
+def test_asha_stops_cells_at_the_12_epoch_rung_by_their_12_epoch_accuracy_only(table_path, tmp_path):
+    frame, _ = shuffled_200_epoch_table(table_path, tmp_path)
     a = simulate(RandomSearcher(seed=5), load_bench(str(table_path)), 40, scheduler="asha")
     b = simulate(RandomSearcher(seed=5), load_bench(str(tmp_path / "shuffled.csv")), 40, scheduler="asha")
     assert [q.epochs for q in a] == [q.epochs for q in b] and {q.epochs for q in a} == {LOW, HIGH}
@@ -304,6 +310,30 @@ def test_asha_stops_cells_at_the_12_epoch_rung_by_their_12_epoch_accuracy_only(t
             assert low[q.arch] < np.percentile(earlier, 100 * (1 - 1 / 3))
         else:
             assert not earlier or low[q.arch] >= np.percentile(earlier, 100 * (1 - 1 / 3))
+
+
+def test_hyperband_stops_and_promotes_by_the_12_epoch_accuracy_only(table_path, tmp_path):
+    frame, shuffled = shuffled_200_epoch_table(table_path, tmp_path)
+    a = simulate(RandomSearcher(seed=5), load_bench(str(table_path)), 60, scheduler="hyperband", seed=3)
+    b = simulate(RandomSearcher(seed=5), load_bench(str(shuffled)), 60, scheduler="hyperband", seed=3)
+    assert [q.epochs for q in a] == [q.epochs for q in b] and {q.epochs for q in a} == {LOW, HIGH}
+    # Ray's two brackets, drawn as ASHAScheduler(brackets=2) draws them (exp(rungs - max)), from the seed
+    p = np.array([1.0, np.exp(-1.0)])
+    rng = np.random.default_rng(3)
+    brackets = [int(rng.choice(2, p=p / p.sum())) for _ in a]
+    low = frame.set_index("arch")["cifar10_valid_12ep"]
+    rung, promoted_below = [], 0
+    for q, bracket in zip(a, brackets):
+        cutoff = np.percentile(rung, 100 * (1 - 1 / 3)) if rung else None
+        if bracket == 1:  # the full-length bracket: no rung below 200 epochs
+            assert q.epochs == HIGH
+            promoted_below += cutoff is not None and low[q.arch] < cutoff
+        else:  # the ASHA bracket: its own 12-epoch results decide
+            assert (q.epochs == LOW) == (cutoff is not None and low[q.arch] < cutoff)
+            rung.append(low[q.arch])
+    assert 0 < brackets.count(1) < len(a) and promoted_below > 0  # not ASHA: some low cells ran to 200
+    other = simulate(RandomSearcher(seed=5), load_bench(str(table_path)), 60, scheduler="hyperband", seed=4)
+    assert [q.epochs for q in other] != [q.epochs for q in a]  # the seed draws the brackets
 
 
 # --- curves, tables, studies -----------------------------------------------------------------------------
@@ -356,23 +386,44 @@ BAD = [
     (["--searcher", "bohb"], "unknown searcher 'bohb'"),
     (["--budget", "0"], "budget > 0"),
     (["--budget", "-3"], "budget > 0"),
+    (["--time-budget", "-1"], "budget > 0"),
+    (["--budget", "0", "--time-budget", "0"], "budget > 0"),
+    (["--searcher", "random,nar2"], "unknown searcher 'nar2' (did you mean nar?)"),
+    (["--searcher", "rea", "--backend", "tune", "--scheduler", "hyperband", "--budget", "0"], "budget > 0"),
+    (["--workers", "0"], "--workers"),
     (["--budget", "x"], "invalid int value"),
     (["--seeds", "0-x"], "--seeds"),
     (["--searcher", "rea", "--set", "bench.options.rea.population_size=3"], "unknown option 'population_size'"),
     (["--set", "bench.options.reaa.population=3"], "unknown searcher 'reaa' (did you mean rea?)"),
     (["--backend", "ray"], "--backend"),
-    (["--scheduler", "hyperband"], "unknown scheduler"),
+    (["--scheduler", "bohb"], "unknown scheduler 'bohb'"),
+    (["--scheduler", "hyperband", "--reduction-factor", "1"], "reduction_factor > 1"),
     (["--dataset", "mnist"], "unknown NB201 dataset"),
 ]
 
 
 @pytest.mark.parametrize("extra,message", BAD)
-def test_bad_input_is_one_line_and_exit_2(extra, message, table_path, capsys):
+def test_bad_input_is_one_line_and_exit_2(extra, message, table_path, tmp_path, capsys):
     argv = ["bench", "nb201", "simulate", "--searcher", "random", "--budget", "5", "--table", str(table_path),
-            "--tracking-uri", "none"]
+            "--tracking-uri", "none", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "c.png")]
     assert main(argv + extra) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("raynas: error:") and message in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_bad_study_file_through_raynas_run_is_one_line_and_exit_2(table_path, tmp_path, capsys):
+    import ray
+
+    study = tmp_path / "study.yaml"
+    for bench, message in ((f"{{table: {table_path}, searchers: [bohb], budget: 5}}", "unknown searcher 'bohb'"),
+                           (f"{{table: {table_path}, budget: 0}}", "budget > 0"),
+                           (f"{{table: {tmp_path / 'none.csv'}, budget: 5}}", "does not exist")):
+        study.write_text(f"name: bad\nbench: {bench}\nscheduler: {{type: hyperband}}\n")
+        assert main(["run", str(study), "--out", str(tmp_path / "out"), "--tracking-uri", "none"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err
+    assert not (tmp_path / "out").exists() and not ray.is_initialized()  # validated before Ray, nothing written
 
 
 def test_missing_table_and_asha_without_12_epoch_columns_are_one_line_errors(tmp_path, capsys):
@@ -385,6 +436,9 @@ def test_missing_table_and_asha_without_12_epoch_columns_are_one_line_errors(tmp
     assert main(base + ["--table", str(tmp_path / "no12.csv"), "--scheduler", "asha"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "cifar10_valid_12ep" in err and "ASHA" in err
+    assert main(base + ["--table", str(tmp_path / "no12.csv"), "--scheduler", "hyperband"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cifar10_valid_12ep" in err and "Hyperband" in err
     assert main(base + ["--table", str(tmp_path / "no12.csv")]) == 0  # fifo: the 200-epoch results suffice
 
 
@@ -424,3 +478,13 @@ def test_random_search_on_the_shared_table_matches_the_reference():
     assert 8.5 < mean_s < 9.8  # the cost model's calibration: NB-201's ~9 s per CIFAR-10-valid epoch
     finals = [incumbents(simulate(RandomSearcher(seed=s), b, 100))[-1] for s in range(40)]
     assert np.mean(finals) == pytest.approx(93.78, abs=0.15)  # README: 93.78 ± 0.27 over 2,000 repeats
+
+
+def test_a_cell_space_in_a_search_experiment_is_a_one_line_error(tmp_path, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: cellx\ngrid: {method: [darts], space: [nb201], dataset: [digits]}\n"
+                   "tune: {space: {cell: {type: nb201_cell}, optim.lr: {type: float, low: 0.01, high: 0.1}}}\n")
+    assert main(["run", str(exp), "--out", str(tmp_path / "out"), "--tracking-uri", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "tune.space.cell: nb201_cell is an architecture space" in err
+    assert not (tmp_path / "out").exists()

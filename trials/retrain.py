@@ -61,6 +61,8 @@ class RetrainConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke runs
     eval_batches: int | None = None  # test batches evaluated per epoch; None: the whole test split
     data: DataConfig = field(default_factory=DataConfig)
+    subset: float = 1.0              # fraction of the train split trained on (a fixed subset, the same for every seed)
+    holdout: float = 0.0             # fraction of the train split held out and evaluated instead of the test split
     search: dict[str, Any] | None = None  # where the genotype came from (search trial), carried to the summary
 
 
@@ -117,6 +119,8 @@ def check(cfg: RetrainConfig) -> None:
     need(cfg.max_steps_per_epoch is None or cfg.max_steps_per_epoch >= 1,
          f"max_steps_per_epoch must be >= 1 or null, got {cfg.max_steps_per_epoch}")
     need(cfg.eval_batches is None or cfg.eval_batches >= 0, f"eval_batches must be >= 0, got {cfg.eval_batches}")
+    need(0 < cfg.subset <= 1, f"subset must be in (0, 1], got {cfg.subset}")
+    need(0 <= cfg.holdout < 1, f"holdout must be in [0, 1), got {cfg.holdout}")
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -128,9 +132,25 @@ class RetrainDiverged(Diverged):
         super().__init__(epoch, f"retraining diverged at epoch {epoch + 1}: the training loss is not finite")
 
 
+def split_train(data: Dataset, subset: float, holdout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Indices into the train split: (trained on, held out for evaluation or None). One fixed permutation
+    (generator seed 0) gives the held-out first ``holdout`` of it and trains on the first ``subset`` of
+    the rest, so every seed and every trial of a study sees the same images; (everything, None) is the
+    plain recipe (train on the whole split, evaluate on the test split)."""
+    n = len(data.train_y)
+    if subset >= 1 and holdout == 0:
+        return torch.arange(n), None
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    n_hold = max(1, round(holdout * n)) if holdout > 0 else 0
+    rest = perm[n_hold:]
+    train = rest[:max(1, round(subset * len(rest)))].sort().values
+    return train, (perm[:n_hold].sort().values if n_hold else None)
+
+
 class Retrain(EpochRun):
-    """State and loop of one retraining (one Tune trial): ``run_epoch`` trains on the whole train
-    split and evaluates on the test split; ``save``/``load`` at epoch boundaries resume bit-exactly."""
+    """State and loop of one retraining (one Tune trial): ``run_epoch`` trains on the train split and
+    evaluates on the test split (or, with ``holdout``, on a held-out part of the train split: the outer
+    search's proxy selects without seeing the test split); ``save``/``load`` resume bit-exactly."""
 
     def __init__(self, cfg: RetrainConfig, data: Dataset):
         super().__init__()
@@ -151,9 +171,16 @@ class Retrain(EpochRun):
                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
         stream = dict(mean=d.mean, std=d.std, crop_padding=d.crop_padding, flip=d.flip, device=self.device)
-        self.train_stream = BatchStream(d.train_x, d.train_y, None, cfg.batch_size, augment=True, **stream)
-        self.test_stream = BatchStream(d.test_x, d.test_y, None, cfg.batch_size, augment=False, drop_last=False,
-                                       **stream)
+        train, held_out = split_train(d, cfg.subset, cfg.holdout)
+        plain = held_out is None and len(train) == len(d.train_y)
+        self.train_stream = BatchStream(d.train_x, d.train_y, None if plain else train, cfg.batch_size,
+                                        augment=True, **stream)
+        if held_out is None:
+            self.test_stream = BatchStream(d.test_x, d.test_y, None, cfg.batch_size, augment=False,
+                                           drop_last=False, **stream)
+        else:
+            self.test_stream = BatchStream(d.train_x, d.train_y, held_out, cfg.batch_size, augment=False,
+                                           drop_last=False, **stream)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.net(x)
@@ -207,6 +234,7 @@ class Retrain(EpochRun):
             "test_loss": test_loss, "test_acc": test_acc, "best_test_acc": best,
             "steps": steps, "epoch_time": time.perf_counter() - t0,
             "images_per_s": n / train_time if train_time > 0 else 0.0, "params_m": self.params_m,
+            "eval_split": "holdout" if self.cfg.holdout > 0 else "test",  # what test_* were measured on
         }
         self.history.append(metrics)
         return metrics

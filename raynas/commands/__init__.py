@@ -17,10 +17,11 @@ from raynas.commands import (
     run,
     search,
     server,
+    study,
     sync,
 )
 
 #: in the order ``raynas --help`` lists them
-COMMANDS = (search, run, server, sync, compare, resume, bench, genotype, retrain, rank, report, methods)
+COMMANDS = (search, run, server, sync, compare, resume, study, bench, genotype, retrain, rank, report, methods)
 
 __all__ = ["COMMANDS"]

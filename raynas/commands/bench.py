@@ -26,8 +26,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s = nsub.add_parser("simulate", help="compare searchers (random, rea, tpe, nar) on the table in simulated time")
     s.add_argument("study", nargs="?", help="study YAML (bench:, scheduler:, tune: blocks); flags override it")
     s.add_argument("--searcher", help="random | rea | tpe | nar, or a comma-separated list of them")
-    s.add_argument("--scheduler", help="fifo (default) | asha (stops cells at 12 epochs)")
-    s.add_argument("--reduction-factor", dest="reduction_factor", type=float, help="ASHA's (default 3)")
+    s.add_argument("--scheduler",
+                   help="fifo (default) | asha (stops cells at 12 epochs) | hyperband (ASHA and full-length brackets)")
+    s.add_argument("--reduction-factor", dest="reduction_factor", type=float, help="ASHA's and Hyperband's (default 3)")
     s.add_argument("--budget", type=int, help="queries (cells evaluated) per run")
     s.add_argument("--time-budget", dest="time_budget", type=float, help="simulated seconds per run")
     s.add_argument("--seeds", help="e.g. 0-19 or 0,1,2 (default 0)")

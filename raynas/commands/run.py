@@ -52,12 +52,13 @@ def run_study_file(args: argparse.Namespace) -> int:
 
     from raynas.commands.bench import run_and_report
     from raynas.config import parse_set
-    from raynas.searchers.study import load_study
+    from raynas.searchers.study import load_study, open_bench
 
     over = parse_set(args.set)
     if args.tracking_uri:
         over["tracking_uri"] = args.tracking_uri
     study = load_study(args.experiment, over)
+    open_bench(study)  # a missing or unfit table is an error before anything is written
     out = args.out or f"runs/{study.name}"
     Path(out).mkdir(parents=True, exist_ok=True)
     return run_and_report(study, "tune", out=out, json_path=str(Path(out) / "bench.json"),

@@ -8,7 +8,9 @@ then running counts with what it had reported by then.
 
 ``RungStopper`` is Ray's ASHA (``ASHAScheduler``, one bracket) over the table's two fidelities: a cell's 12-epoch
 result is compared with the 12-epoch results recorded so far and the cell stops below their
-``1 - 1 / reduction_factor`` quantile; nothing but that 12-epoch accuracy enters the decision.
+``1 - 1 / reduction_factor`` quantile; nothing but that 12-epoch accuracy enters the decision. ``hyperband`` is
+Ray's asynchronous Hyperband itself (:class:`raynas.searchers.hyperband.SeededHyperband`, brackets drawn from
+the run's ``seed``), driven here exactly as ``tune.Tuner`` drives it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from raynas.searchers.space import CELL_KEY, arch_of
 from raynas.searchers.tabular import TabularBench
 
 FINISHED = "FINISHED"  # ray.tune.search.Searcher.FINISHED
-SCHEDULERS = ("fifo", "asha")
+SCHEDULERS = ("fifo", "asha", "hyperband")
+#: schedulers that stop cells at 12 epochs: they need the table's 12-epoch columns
+LOW_FIDELITY = ("asha", "hyperband")
 
 
 @dataclass
@@ -63,12 +67,20 @@ def check_budget(budget: int, time_budget: float) -> None:
 
 
 def simulate(searcher: Any, bench: TabularBench, budget: int = 0, time_budget: float = 0.0,
-             scheduler: str = "fifo", reduction_factor: float = 3, key: str = CELL_KEY) -> list[Query]:
-    """Drive ``searcher`` until ``budget`` cells were queried or the clock passed ``time_budget`` (0: no limit)."""
+             scheduler: str = "fifo", reduction_factor: float = 3, key: str = CELL_KEY, seed: int = 0,
+             metric: str = "valid_acc", mode: str = "max") -> list[Query]:
+    """Drive ``searcher`` until ``budget`` cells were queried or the clock passed ``time_budget`` (0: no limit);
+    ``seed`` draws Hyperband's brackets."""
     check_budget(budget, time_budget)
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULERS)}")
     stopper = RungStopper(reduction_factor) if scheduler == "asha" else None
+    hyperband = None
+    if scheduler == "hyperband":
+        from raynas.searchers.hyperband import SeededHyperband, TrialRef
+
+        hyperband = SeededHyperband(reduction_factor, seed)
+        hyperband.set_search_properties(metric, mode)
     clock, queries = 0.0, []
     while (not budget or len(queries) < budget) and (not time_budget or clock < time_budget):
         trial_id = f"sim_{len(queries):05d}"
@@ -77,6 +89,9 @@ def simulate(searcher: Any, bench: TabularBench, budget: int = 0, time_budget: f
             break
         arch = arch_of(config, key)
         reports, start, last = bench.reports(arch), clock, None
+        if hyperband is not None:
+            ref = TrialRef(trial_id)
+            hyperband.on_trial_add(None, ref)
         for it, report in enumerate(reports, start=1):
             if time_budget and start + report["sim_time"] > time_budget:
                 clock = time_budget
@@ -87,7 +102,11 @@ def simulate(searcher: Any, bench: TabularBench, budget: int = 0, time_budget: f
                 break
             if stopper is not None and stopper.stop(trial_id, last["valid_acc"]):
                 break  # Ray's scheduler decides before the searcher hears of the result
+            if hyperband is not None and hyperband.on_trial_result(None, ref, last) == "STOP":
+                break
             searcher.on_trial_result(trial_id, last)
+        if hyperband is not None and last is not None:
+            hyperband.on_trial_complete(None, ref, last)
         searcher.on_trial_complete(trial_id, last)
         if last is None:
             break

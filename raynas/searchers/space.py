@@ -87,6 +87,21 @@ def check_space(space: dict[str, Any], where: str = "tune.space") -> str:
     return cells[0]
 
 
+#: tune-block types that are architecture spaces, not hyperparameters
+CELL_TYPES = ("nb201_cell", "nb101_cell")
+
+
+def reject_cell_param(key: str, spec: Any, where: str = "tune.space") -> None:
+    """An experiment file's ``tune.space`` entry that is a cell space: a one-line error saying where it belongs.
+
+    A search trial trains a supernet and has no field that takes a given cell, so a cell there would be
+    sampled and ignored; the trials that take one are a study file's (``bench:``, the table as trainable)."""
+    if isinstance(spec, dict) and spec.get("type") in CELL_TYPES:
+        raise ConfigError(f"{where}.{key}: {spec['type']} is an architecture space, and a search trial has no field "
+                          f"that takes a cell; use a study file (a bench: block, `raynas bench nb201 simulate`, "
+                          f"`raynas run STUDY.yaml`) whose tune.space holds {{type: nb201_cell}}")
+
+
 #: NB-101 encoding: ``a{i}{j}`` for each edge i -> j (i < j) of the 7 vertices, ``o{k}`` for interior vertex k
 NB101_EDGE_KEYS = tuple(f"a{i}{j}" for i in range(MAX_VERTICES) for j in range(i + 1, MAX_VERTICES))
 NB101_OP_KEYS = tuple(f"o{k}" for k in range(1, MAX_VERTICES - 1))

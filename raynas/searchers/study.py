@@ -6,7 +6,7 @@ A study file is YAML with a top-level ``bench:`` block, so ``raynas run`` recogn
     name: nb201-c10
     bench: {table: nb201.csv.gz, dataset: cifar10, searchers: [random, rea, tpe, nar], seeds: [0, 1, 2],
             budget: 300, options: {rea: {population: 10, sample_size: 3}, nar: {refit_every: 25}}}
-    scheduler: {type: asha, reduction_factor: 3}
+    scheduler: {type: asha, reduction_factor: 3}   # fifo | asha | hyperband
     tune: {metric: valid_acc, mode: max, space: {cell: {type: nb201_cell}}}
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 from raynas.config import ConfigError, build, deep_merge, load_yaml
 from raynas.searchers import check_options, make_searcher
 from raynas.searchers.curves import Runs, markdown, plot, table_rows
-from raynas.searchers.simulate import SCHEDULERS, Query, check_budget, simulate
+from raynas.searchers.simulate import LOW_FIDELITY, SCHEDULERS, Query, check_budget, simulate
 from raynas.searchers.space import check_space
 from raynas.searchers.tabular import CostModel, TabularBench, dataset_name, load_bench
 
@@ -46,7 +46,7 @@ class BenchBlock:
 
 @dataclass
 class SchedulerBlock:
-    type: str = "fifo"          # fifo | asha (over the 12- and 200-epoch results)
+    type: str = "fifo"          # fifo | asha | hyperband (over the 12- and 200-epoch results)
     reduction_factor: float = 3
 
 
@@ -95,6 +95,9 @@ def check_study(s: StudyConfig) -> None:
     b.dataset = dataset_name(b.dataset)
     if s.scheduler.type not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {s.scheduler.type!r}; valid: {', '.join(SCHEDULERS)}")
+    if s.scheduler.type in LOW_FIDELITY and s.scheduler.reduction_factor <= 1:
+        raise ConfigError(f"{s.scheduler.type} needs scheduler.reduction_factor > 1, "
+                          f"got {s.scheduler.reduction_factor:g}")
     if s.tune.mode not in ("max", "min") or s.tune.metric != "valid_acc":
         raise ConfigError("tune.metric must be valid_acc (the table's validation accuracy) and tune.mode max or min")
     s.key  # noqa: B018 - checks the space block
@@ -111,9 +114,10 @@ def load_study(path: str | Path | None, overrides: dict[str, Any] | None = None)
 
 
 def open_bench(s: StudyConfig) -> TabularBench:
-    """The table for this study; a missing table or missing 12-epoch columns under ASHA are one-line errors."""
+    """The table for this study; a missing table or missing 12-epoch columns under ASHA / Hyperband are
+    one-line errors."""
     return load_bench(s.bench.table, s.bench.dataset, dataclasses.asdict(s.bench.cost),
-                      need_low=s.scheduler.type == "asha")
+                      need_low=s.scheduler.type in LOW_FIDELITY, scheduler=s.scheduler.type)
 
 
 def new_searcher(s: StudyConfig, name: str, seed: int) -> Any:
@@ -127,7 +131,7 @@ def _one(job: tuple[StudyConfig, str, int]) -> dict[str, Any]:
     t0, c0 = time.time(), time.process_time()
     searcher = new_searcher(s, name, seed)
     queries = simulate(searcher, open_bench(s), s.bench.budget, s.bench.time_budget, s.scheduler.type,
-                       s.scheduler.reduction_factor, s.key)
+                       s.scheduler.reduction_factor, s.key, seed, s.tune.metric, s.tune.mode)
     out = {"searcher": name, "seed": seed, "queries": [q.to_dict() for q in queries],
            "wall_s": time.time() - t0, "cpu_s": time.process_time() - c0}
     if hasattr(searcher, "refit_seconds"):

@@ -54,13 +54,14 @@ class TabularBench:
     """One dataset of the table: the reports of a cell (:meth:`reports`) and its simulated cost."""
 
     def __init__(self, table: NB201Table, dataset: str = "cifar10", cost: CostModel | None = None,
-                 need_low: bool = False):
+                 need_low: bool = False, scheduler: str = "ASHA"):
         self.table, self.dataset, self.cost = table, dataset_name(dataset), cost or CostModel()
         self.valid_key, self.test_key = accuracy_keys(self.dataset)  # type: ignore[misc]
         self.low_key = f"{self.valid_key}_{LOW}ep"
         self.has_low = self.low_key in table.columns
         if need_low and not self.has_low:
-            raise TableError(f"NB201 table {table.path} has no {self.low_key} column: ASHA needs the 12-epoch "
+            name = {"asha": "ASHA", "hyperband": "Hyperband"}.get(scheduler, scheduler)
+            raise TableError(f"NB201 table {table.path} has no {self.low_key} column: {name} needs the 12-epoch "
                              f"columns (the shared nb201.csv.gz has them)")
         self.valid, self.test = table.column(self.valid_key), table.column(self.test_key)
         self.low = table.column(self.low_key) if self.has_low else None
@@ -102,5 +103,5 @@ def load_table(path: str) -> NB201Table:
 
 
 def load_bench(path: str, dataset: str = "cifar10", cost: dict[str, float] | None = None,
-               need_low: bool = False) -> TabularBench:
-    return TabularBench(load_table(str(path)), dataset, CostModel(**(cost or {})), need_low)
+               need_low: bool = False, scheduler: str = "ASHA") -> TabularBench:
+    return TabularBench(load_table(str(path)), dataset, CostModel(**(cost or {})), need_low, scheduler)

@@ -1,7 +1,8 @@
 """The real-Tune path: a searcher and the tabular trainable in ``tune.Tuner`` on a (local) Ray instance.
 
 One trial at a time (``max_concurrent_trials=1``), as the simulator's one worker, and ASHA as Ray's own
-``ASHAScheduler`` over the trainable's two iterations (12 and 200 epochs), so both paths propose the same cells
+``ASHAScheduler`` over the trainable's two iterations (12 and 200 epochs), Hyperband as Ray's asynchronous
+Hyperband (``raynas.searchers.hyperband``), so both paths propose the same cells
 for the same seed. Trial configs hold only the cell; the table, dataset and cost model travel with
 ``tune.with_parameters``. Time budgets exist only in the simulator (no real run waits out simulated hours).
 """
@@ -71,6 +72,10 @@ def run_tune(s: Any, searcher: Any, name: str, seed: int, out: str | Path | None
     if s.scheduler.type == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=2, grace_period=1,
                                   reduction_factor=s.scheduler.reduction_factor)
+    elif s.scheduler.type == "hyperband":
+        from raynas.searchers.hyperband import SeededHyperband
+
+        scheduler = SeededHyperband(s.scheduler.reduction_factor, seed)
     settings = {"table": s.bench.table, "dataset": s.bench.dataset, "cost": dataclasses.asdict(s.bench.cost),
                 "key": s.key}
     trainable = tune.with_resources(tune.with_parameters(TabularTrainable, bench=settings), {"cpu": 1})
