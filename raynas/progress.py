@@ -85,6 +85,17 @@ def stop_board(name: str | None) -> None:
         _HANDLES.pop(name, None)
 
 
+def fit(tuner: Any, board: str | None) -> Any:
+    """``tuner.fit()``, then the board stops and the progress lines are flushed: the summary comes last."""
+    import sys
+
+    try:
+        return tuner.fit()
+    finally:
+        stop_board(board)
+        sys.stderr.flush()
+
+
 class TrialSink:
     """The ``progress`` sink of one trial's run: adds the trial id and sends to the board by name."""
 

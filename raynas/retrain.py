@@ -227,8 +227,7 @@ def _run(jobs: list[dict[str, Any]], seeds: list[int], out: Path, overrides: dic
     from raynas.outdir import write_json
 
     from raynas.console import RETRAIN, make_reporter, wants_board, worker_settings
-    from raynas.progress import start_board
-    from raynas.runner import fit
+    from raynas.progress import fit, start_board
     from raynas.threads import threads_per_trial, warn_oversubscribed
 
     init_ray(address)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from raynas.config import ConfigError, build, resolve
 from raynas.experiment import ExperimentConfig, param_space, trial_overrides
 from raynas.outdir import (FULL, STATE_FILE, SUMMARY_FILE, OutputError, check_output, claim, clear_owned, disk_error,
                            read_json, write_json)
+from raynas.progress import fit
 from raynas.threads import threads_per_trial
 
 # Quiet, documented Ray defaults for a CLI (see ../shared/reference/stack.md).
@@ -235,17 +235,6 @@ def ended_on_error(out: Path, tracking: dict[str, Any] | None) -> Iterator[None]
         if isinstance(e, OSError) and e.errno in FULL:
             raise disk_error(e, out) from None
         raise
-
-
-def fit(tuner: Any, board: str | None) -> Any:
-    """``tuner.fit()``, then the board stops and the progress lines are flushed: the summary comes last."""
-    from raynas.progress import stop_board
-
-    try:
-        return tuner.fit()
-    finally:
-        stop_board(board)
-        sys.stderr.flush()
 
 
 def _scheduler(exp: ExperimentConfig) -> Any:

@@ -103,7 +103,8 @@ def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, addr
     from raynas.nar.trainable import NARTrainable
     from raynas.nar.train import resolve_nar
     from raynas.console import NAR, make_reporter, worker_settings
-    from raynas.runner import fit, n_trials, search_alg, start_console
+    from raynas.progress import fit
+    from raynas.runner import n_trials, search_alg, start_console
     from raynas.threads import threads_per_trial
 
     init_ray(address)
