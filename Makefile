@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/raynas search --space nb201 --method darts --dataset digits --epochs 3 --seed 0 --out runs/quick
+	$(BIN)/raynas search --space nb201 --method darts --dataset digits --epochs 6 --seed 0 --out runs/quick
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -25,12 +25,14 @@ def init_ray(address: str | None = None) -> None:
     """Join the cluster at ``address`` (``auto``: the one this node belongs to), else start a local Ray."""
     import ray
 
+    from raynas.console import ray_logging_level
+
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address)
+        ray.init(address=address, logging_level=ray_logging_level())
     else:
-        ray.init(include_dashboard=False)
+        ray.init(include_dashboard=False, logging_level=ray_logging_level())
 
 
 #: written by `ray up` on the head: the launcher's config with the number of workers it starts

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -97,10 +97,11 @@ def raise_if_full(out: str | Path) -> None:
                           f"`raynas resume {out}`")
 
 
-def fit(tuner: Any, out: str | Path) -> Any:
-    """``tuner.fit()`` (a Tuner whose run config has a :class:`DiskFullWatch`); a trial that found the disk
-    full stops the run with one line."""
+
+def watched(out: str | Path, fit: Callable[[], Any]) -> Any:
+    """``fit()`` (a Tuner's, whose run config has a :class:`DiskFullWatch`) with Ray's full-disk noise
+    dropped; a trial that found the disk full then stops the run with one line."""
     with quiet(out):
-        grid = tuner.fit()
+        grid = fit()
     raise_if_full(out)
     return grid

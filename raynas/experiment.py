@@ -56,6 +56,7 @@ class SchedulerConfig:
 class ResourcesConfig:
     cpu: float = 1.0
     gpu: float = 0.0
+    threads: int | None = None       # torch threads per trial; None: the whole CPUs it holds (raynas.threads)
 
 
 @dataclass
@@ -141,6 +142,8 @@ def check_experiment(exp: ExperimentConfig) -> None:
         _check_tune(exp.tune)
     if exp.resources.cpu <= 0 or exp.resources.gpu < 0:
         raise ConfigError("resources.cpu must be > 0 and resources.gpu >= 0")
+    if exp.resources.threads is not None and exp.resources.threads < 1:
+        raise ConfigError(f"resources.threads must be >= 1, got {exp.resources.threads}")
 
 
 def load_experiment(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:

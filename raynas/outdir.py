@@ -105,8 +105,13 @@ def check_output(out: str | Path, experiment: dict[str, Any] | None = None, *, f
             name = old_exp.get("name") if isinstance(old_exp, dict) else "?"
             raise OutputError(f"--out {out} holds another experiment ({name!r}); pass a new --out, "
                               f"`raynas resume {out}` to finish it, or --force to replace it")
-    elif summary.exists() or (out / BENCH_FILE).exists() or (out / "ray_results").exists():
+    elif summary.exists() or (out / BENCH_FILE).exists() or _holds_results(out / "ray_results"):
         raise OutputError(f"--out {out} holds the results of another run; pass a new --out or --force to replace them")
+
+
+def _holds_results(ray_results: Path) -> bool:
+    """Ray's results directory with anything in it (the cluster check's empty directory is not a run's)."""
+    return ray_results.is_dir() and any(not p.name.startswith(".raynas-shared-") for p in ray_results.iterdir())
 
 
 def clear_owned(out: Path) -> None:

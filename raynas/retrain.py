@@ -224,23 +224,32 @@ def _run(jobs: list[dict[str, Any]], seeds: list[int], out: Path, overrides: dic
     from ray import tune
 
     from raynas.cluster import init_ray
-    from raynas.diskfull import DiskFullWatch, fit
+    from raynas.diskfull import DiskFullWatch, watched
     from raynas.outdir import write_json
+
+    from raynas.console import RETRAIN, make_reporter, wants_board, worker_settings
+    from raynas.progress import fit, start_board
+    from raynas.threads import threads_per_trial, warn_oversubscribed
 
     init_ray(address)
     resources = resources or {"cpu": 1, "gpu": 0}
-    reporter = tune.CLIReporter(
+    cpus, threads = resources.get("cpu", 1), threads_per_trial(resources.get("cpu", 1), resources.get("threads"))
+    warn_oversubscribed(len(jobs) * len(seeds), cpus, threads, None, address)
+    board = start_board(str(out), bool(verbose) and wants_board())
+    reporter, tune_verbose = make_reporter(RETRAIN, board, cli_reporter=lambda: tune.CLIReporter(
         metric_columns={"epoch": "epoch", "train_acc": "train acc", "test_acc": "test acc", "epoch_time": "s/epoch"},
-        parameter_columns=["seed"], max_report_frequency=30)
+        parameter_columns=["seed"], max_report_frequency=30))
+    trainable = tune.with_parameters(RetrainTrainable, console=worker_settings(board), threads=threads)
     tuner = tune.Tuner(
-        tune.with_resources(RetrainTrainable, {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0)}),
+        tune.with_resources(trainable, {"cpu": cpus, "gpu": resources.get("gpu", 0)}),
         param_space={**overrides, "arch": tune.grid_search(jobs), "seed": tune.grid_search(list(seeds))},
         tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=lambda t: f"retrain_{t.trial_id}"),
         run_config=tune.RunConfig(
-            name="retrain", storage_path=str(out / "ray_results"), progress_reporter=reporter, verbose=verbose,
+            name="retrain", storage_path=str(out / "ray_results"), progress_reporter=reporter if verbose else None,
+            verbose=tune_verbose if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=max_failures), callbacks=[DiskFullWatch(out)]))
-    entries = [_entry(r) for r in fit(tuner, out)]
+    entries = [_entry(r) for r in watched(out, lambda: fit(tuner, board))]
     summary = {"experiment": "retrain", "trials": entries, "genotypes": aggregate(entries)}
     if tracking_uri is not None:
         summary["tracking"] = track_retrain(entries, tracking_uri)

@@ -14,6 +14,8 @@ from raynas.config import ConfigError, build, resolve
 from raynas.experiment import ExperimentConfig, param_space, trial_overrides
 from raynas.outdir import (FULL, STATE_FILE, SUMMARY_FILE, OutputError, check_output, claim, clear_owned, disk_error,
                            read_json, write_json)
+from raynas.progress import fit
+from raynas.threads import threads_per_trial
 
 # Quiet, documented Ray defaults for a CLI (see ../shared/reference/stack.md).
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
@@ -133,11 +135,12 @@ def start_tracking(exp: ExperimentConfig, out: Path, yaml_text: str | None,
             "pending_root": str(out / "mlflow_pending")}
 
 
-def _trainable(exp: ExperimentConfig, tracking: dict[str, Any] | None = None) -> Any:
+def _trainable(exp: ExperimentConfig, tracking: dict[str, Any] | None = None, board: str | None = None) -> Any:
     """The search trainable, or a seed group's (``raynas.seeds``); with an objective known only at a
     group's end, Tune is told not to require it in every epoch's result (its documented switch)."""
     from ray import tune
 
+    from raynas.console import worker_settings
     from raynas.objectives import grouped
     from raynas.trainable import SearchTrainable
 
@@ -145,17 +148,36 @@ def _trainable(exp: ExperimentConfig, tracking: dict[str, Any] | None = None) ->
         from raynas.seeds import trainable as seeds_trainable
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         return seeds_trainable(exp, tracking)
-    trainable = tune.with_parameters(SearchTrainable, tracking=tracking)
+    trainable = tune.with_parameters(SearchTrainable, tracking=tracking, console=worker_settings(board),
+                                     threads=threads_per_trial(exp.resources.cpu, exp.resources.threads))
     return tune.with_resources(trainable, {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
 
 
-def _reporter(exp: ExperimentConfig) -> Any:
+def _cli_reporter() -> Any:
+    """Ray's own status tables (``-v``)."""
     from ray.tune import CLIReporter
 
     return CLIReporter(
         metric_columns={"epoch": "epoch", "train_acc": "train acc", "valid_acc": "val acc", "skip_count": "skips",
                         "nb201_test": "NB201 acc", "epoch_time": "s/epoch"},
         parameter_columns=["method", "space", "dataset", "seed"], max_report_frequency=30)
+
+
+def start_console(exp: ExperimentConfig, address: str | None, n_trials: int, out: Path) -> str | None:
+    """After Ray is up: the oversubscription warning and the progress board's name (none unless the normal
+    console shows progress)."""
+    from raynas.console import wants_board
+    from raynas.progress import start_board
+    from raynas.threads import warn_oversubscribed
+
+    max_conc = exp.tune.max_concurrent_trials if exp.tune is not None else exp.max_concurrent_trials or None
+    warn_oversubscribed(n_trials, exp.resources.cpu, threads_per_trial(exp.resources.cpu, exp.resources.threads),
+                        max_conc, address)
+    return start_board(str(out), wants_board())
+
+
+def n_trials(exp: ExperimentConfig) -> int:
+    return exp.tune.num_samples if exp.tune is not None else len(trial_overrides(exp))
 
 
 def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | None = None,
@@ -179,6 +201,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
         with ended_on_error(out, tracking):
             write_json(out / STATE_FILE, {"experiment": settings, "yaml": yaml_text, "tracking": tracking})
             init_ray(address)
+            board = start_console(exp, address, n_trials(exp), out) if verbose else None
             tune_config = tune.TuneConfig(
                 search_alg=search_alg(exp, out) if exp.tune is not None else None,
                 scheduler=_scheduler(exp),
@@ -191,10 +214,10 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, *, address: str | Non
             if grouped(exp):  # the trial's seeds are the group's (raynas.seeds), not an Optuna parameter
                 from raynas.objectives import trial_seeds
                 space["seed"] = trial_seeds(exp)[0]
-            tuner = tune.Tuner(_trainable(exp, tracking), param_space=space, tune_config=tune_config,
-                               run_config=_run_config(exp, out, verbose))
-            from raynas.diskfull import fit
-            return write_summary(fit(tuner, out), exp, out, tracking)
+            tuner = tune.Tuner(_trainable(exp, tracking, board), param_space=space, tune_config=tune_config,
+                               run_config=_run_config(exp, out, board, verbose))
+            from raynas.diskfull import watched
+            return write_summary(watched(out, lambda: fit(tuner, board)), exp, out, tracking)
 
 
 @contextmanager
@@ -239,14 +262,17 @@ def _scheduler(exp: ExperimentConfig) -> Any:
                          reduction_factor=exp.scheduler.reduction_factor)
 
 
-def _run_config(exp: ExperimentConfig, out: Path, verbose: int = 1) -> Any:
+def _run_config(exp: ExperimentConfig, out: Path, board: str | None = None, verbose: int = 1) -> Any:
+    """``verbose=0``: no console output from Tune at all (the console level decides otherwise)."""
     from ray import tune
 
+    from raynas.console import SEARCH, make_reporter
     from raynas.diskfull import DiskFullWatch
 
+    reporter, tune_verbose = make_reporter(SEARCH, board, cli_reporter=_cli_reporter)
     return tune.RunConfig(
-        name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"), progress_reporter=_reporter(exp),
-        verbose=verbose,
+        name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"),
+        progress_reporter=reporter if verbose else None, verbose=tune_verbose if verbose else 0,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
                                                 checkpoint_at_end=True),
         failure_config=tune.FailureConfig(max_failures=exp.max_failures), callbacks=[DiskFullWatch(out)])
@@ -281,10 +307,11 @@ def resume_experiment(out: str | Path, *, address: str | None = None) -> dict[st
         tracking = start_tracking(exp, out, state.get("yaml"), old["parent_run_id"]) if old else None
         with ended_on_error(out, tracking):
             init_ray(address)
-            tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking), resume_unfinished=True,
+            board = start_console(exp, address, n_trials(exp), out)
+            tuner = tune.Tuner.restore(str(path), trainable=_trainable(exp, tracking, board), resume_unfinished=True,
                                        resume_errored=True)
-            from raynas.diskfull import fit
-            return write_summary(fit(tuner, out), exp, out, tracking)
+            from raynas.diskfull import watched
+            return write_summary(watched(out, lambda: fit(tuner, board)), exp, out, tracking)
 
 
 def check_tune_state(path: Path) -> None:

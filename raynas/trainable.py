@@ -10,6 +10,7 @@ how to build it, what to call and tag its MLflow run, and what to log per epoch 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from raynas.diskfull import STATUS, full_reason, is_full
@@ -69,10 +71,28 @@ class RunTrainable(tune.Trainable):
     def log_final(self, tracker: Any, result: dict[str, Any] | None) -> None:
         """What the finished run leaves in MLflow besides its metrics (``result`` is None when stopped)."""
 
+    def live(self, info: dict[str, Any]) -> dict[str, Any]:
+        """An intra-epoch progress report as the console shows it (``raynas.progress``)."""
+        return info
+
     # -- shared by every kind ---------------------------------------------------------------------------
-    def setup(self, config: dict[str, Any], tracking: dict[str, Any] | None = None) -> None:
-        set_threads_from_env()
+    def setup(self, config: dict[str, Any], tracking: dict[str, Any] | None = None,
+              console: dict[str, Any] | None = None, threads: int | None = None) -> None:
+        """``console`` (``raynas.console.worker_settings``): the progress board and the console level;
+        ``threads``: torch threads (the driver's ``threads_per_trial``)."""
+        from raynas.console import quiet_worker_logs
+
+        self.console = console if console is not None else getattr(self, "console", None) or {}
+        self.threads = threads if threads is not None else getattr(self, "threads", None)
+        if self.console.get("level"):
+            os.environ["RAYNAS_CONSOLE"] = self.console["level"]
+        quiet_worker_logs()
+        set_threads_from_env(self.threads)
         self.run = self.build(config)
+        if self.console.get("board"):
+            from raynas.progress import TrialSink
+
+            self.run.progress = TrialSink(self.console["board"], self.trial_id, self.live)
         self.status = "running"
         self.tracking = tracking if tracking is not None else getattr(self, "tracking", None)
         self.tracker: Any = None
@@ -92,7 +112,8 @@ class RunTrainable(tune.Trainable):
             ref = self.run_ref or find_trial_run(t["uri"], t["experiment"], self.trial_id)
             self.tracker = TrialTracker(
                 t["uri"], t["experiment"], name, parent_run_id=t.get("parent_run_id"), params=params, run_id=ref,
-                tags={**tags, "raynas.trial_id": self.trial_id}, pending_dir=Path(t["pending_root"]) / self.trial_id,
+                tags={**tags, "raynas.trial_id": self.trial_id, "raynas.torch_threads": str(torch.get_num_threads())},
+                pending_dir=Path(t["pending_root"]) / self.trial_id,
                 artifact_root=t.get("artifact_root"))
         return self.tracker
 
@@ -122,7 +143,7 @@ class RunTrainable(tune.Trainable):
             return self._log({**self.last_metrics(), "status": "diverged", "error": str(e), "epoch": e.epoch + 1,
                               "done": True, **node()})
         result, self.status, done = self.epoch_result(metrics, self.run.done)
-        result = {**result, "status": self.status, "done": done, **node()}
+        result = {**result, "status": self.status, "done": done, "total_epochs": self.run.epochs, **node()}
         try:
             return self._log(result)
         except OSError as e:  # the MLflow journal under a full --out
@@ -236,6 +257,11 @@ class SearchTrainable(RunTrainable):
             reason = f"degenerate cell at epoch {metrics['epoch']}: {metrics['degenerate_reason']}"
             metrics = {**metrics, "error": reason}
         return {**metrics, **nb201_headline(metrics.get("nb201"), self.cfg.dataset)}, status, done
+
+    def live(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The table row of the current genotype becomes its headline accuracy (``nb201_test``)."""
+        row = info.pop("nb201", None)
+        return {**info, **nb201_headline(row, self.cfg.dataset)}
 
     def log_epoch(self, tracker: Any, result: dict[str, Any]) -> None:
         if "alpha" in result:  # a diverged trial's result carries no architecture

@@ -171,10 +171,17 @@ def _write_png_folder(root: Path, per_class: dict[str, int]) -> dict[str, list[n
 
 
 @pytest.mark.parametrize("nested", [False, True])
-def test_cifar10_image_folder(tmp_path: Path, nested: bool) -> None:
-    root = tmp_path / "cifar10-jpeg" if nested else tmp_path
+def test_cifar10_image_folder(tmp_path: Path, nested: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYNAS_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    root = data / "cifar10-jpeg" if nested else data
     imgs = _write_png_folder(root, {"train": 3, "test": 1})
-    ds = load_dataset("cifar10", tmp_path)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    data.chmod(0o555)  # a read-only data directory is only read
+    for p in data.rglob("*"):
+        if p.is_dir():
+            p.chmod(0o555)
+    ds = load_dataset("cifar10", data)
     assert ds.train_x.shape == (30, 3, 32, 32) and ds.test_x.shape == (10, 3, 32, 32)
     assert ds.test_y.tolist() == list(range(10))  # test keeps folder order; class index = sorted name rank
     for label in range(10):
@@ -183,16 +190,21 @@ def test_cifar10_image_folder(tmp_path: Path, nested: bool) -> None:
     assert ds.train_y.tolist() != sorted(ds.train_y.tolist())  # fixed shuffle, not class-grouped
     for x, y in zip(ds.train_x, ds.train_y):  # every image still carries its own label
         assert any(np.array_equal(x.numpy(), im) for im in imgs[f"train:{int(y)}"])
-    assert (root / ".raynas-cache-train.npz").is_file()
-    cached = load_dataset("cifar10", tmp_path)  # second load from the cache: identical
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before  # nothing written into the data
+    assert [p.name.split("-")[:2] for p in sorted((tmp_path / "cache" / "images").glob("*.npz"))] == [
+        ["cifar10", "test"], ["cifar10", "train"]]
+    cached = load_dataset("cifar10", data)  # second load from the cache: identical
     assert torch.equal(cached.train_x, ds.train_x) and torch.equal(cached.train_y, ds.train_y)
+    for p in [data, *data.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o755)
 
 
-def test_check_dataset_locates_and_prebuilds_image_cache(tmp_path: Path) -> None:
+def test_check_dataset_locates_and_prebuilds_image_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYNAS_CACHE", str(tmp_path / "cache"))
     _write_png_folder(tmp_path, {"train": 1, "test": 1})
     assert check_dataset("cifar10", tmp_path) == tmp_path
-    cache = tmp_path / ".raynas-cache-train.npz"
-    assert cache.is_file()
+    [cache] = (tmp_path / "cache" / "images").glob("cifar10-train-*.npz")
     cache.write_bytes(b"not a zip")  # a corrupt cache is rebuilt, not trusted
     assert load_dataset("cifar10", tmp_path).train_x.shape == (10, 3, 32, 32)
     assert check_dataset("digits") is None

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -298,7 +299,7 @@ def _tiny_flags() -> list[str]:
     return [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")] + ["--set", "val_size=20"]
 
 
-def test_rank_json_schema(tmp_path, capsys):
+def test_rank_json_schema(tmp_path, capsys, monkeypatch):
     table = _small_csv(tmp_path / "nb201.csv")
     rc = rank_main(["rank", "--bench", "nb201", "--table", str(table), "--train-frac", "0.3", "--seeds", "0,1",
                     "--epochs", "2", "--json", "--out", str(tmp_path / "out"), *_tiny_flags()])
@@ -309,12 +310,18 @@ def test_rank_json_schema(tmp_path, capsys):
         assert -1 <= out[key] <= 1
     assert (tmp_path / "out" / "rank.json").exists() and (tmp_path / "out" / "scatter_seed1.png").exists()
 
+    monkeypatch.chdir(tmp_path)  # no --out: the documented default runs/rank
     rc = rank_main(["rank", "search", "--table", str(table), "--train-frac", "0.3", "--budget", "10",
-                    "--epochs", "1", "--json", *_tiny_flags()])
+                    "--epochs", "2", "--json", *_tiny_flags()])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
     assert {"best_arch", "best_test_acc", "percentile", "queries"} <= set(out)
     assert out["queries"] == 60 + 20 + 10 and parse_genotype(out["best_arch"])
+    assert json.loads((tmp_path / "runs" / "rank" / "rank.json").read_text())["best_arch"] == out["best_arch"]
+    kept = re.findall(r"\[seed 0\] kept epoch (\d) of 2: the best validation tier accuracy \((\d\.\d{3})\)",
+                      captured.err)
+    assert len(kept) == 1 and int(kept[0][0]) == out["per_seed"][0]["best_epoch"]
 
 
 def test_rank_without_a_table_says_which_file_and_how(tmp_path, capsys):

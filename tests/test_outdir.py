@@ -67,6 +67,19 @@ def test_out_holding_a_run_without_state_is_refused(tmp_path, capsys):
     one_error_line(capsys.readouterr().err, "holds the results of another run")
 
 
+def test_the_cluster_checks_empty_results_directory_is_not_another_run(tmp_path):
+    """``check_cluster`` creates ``OUT/ray_results`` for its marker files and removes the markers: the
+    second output check (under the lock) must not take that for a run's results."""
+    from raynas.outdir import check_output
+    out = tmp_path / "out"
+    (out / "ray_results").mkdir(parents=True)
+    (out / "ray_results" / ".raynas-shared-abc").write_text("marker")
+    check_output(out, {"name": "x"})
+    (out / "ray_results" / "x").mkdir()
+    with pytest.raises(Exception, match="holds the results of another run"):
+        check_output(out, {"name": "x"})
+
+
 @pytest.mark.parametrize("name", ["../../escaped", "", "/abs/path", "a/b", ".hidden", "x" * 101])
 def test_unsafe_experiment_names_are_refused(tmp_path, capsys, name):
     exp = tmp_path / "exp.yaml"

@@ -12,15 +12,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-__all__ = ["BatchStream", "DataError", "Dataset", "crop_flip", "cutout", "normalize", "split_indices"]
+__all__ = ["BatchStream", "DataConfig", "DataError", "Dataset", "crop_flip", "cutout", "normalize", "split_indices",
+           "train_subset"]
 
 
 class DataError(ValueError):
     """A dataset cannot be found or read; the message says where we looked and which flag fixes it."""
+
+
+@dataclass
+class DataConfig:
+    """What of the training set a run uses (``data.*`` of the search and retrain configs)."""
+    train_subset: int | float | None = None  # per class: an integer count, or a fraction in (0, 1); None: all
+    subset_seed: int = 0                     # which images: the same subset for every run seed unless changed
+
+    def check(self) -> None:
+        from trials.config import need
+
+        s = self.train_subset
+        need(s is None or (isinstance(s, int) and s >= 1) or (isinstance(s, float) and 0.0 < s < 1.0),
+             f"data.train_subset must be an integer count per class >= 1 or a fraction in (0, 1), got {s!r}")
 
 
 @dataclass
@@ -230,3 +245,22 @@ def cutout(x: torch.Tensor, length: int, generator: torch.Generator, prob: float
         cut = cut & chosen[:, None, None]
     return x * (~cut)[:, None].to(x.dtype)
 
+
+
+def train_subset(data: "Dataset", cfg: DataConfig) -> "Dataset":
+    """``data`` with a class-balanced subset of its training images (test split untouched), for smoke runs
+    on real data: per class ``train_subset`` images (all of a smaller class) or that fraction of them
+    (at least one), drawn by ``subset_seed``; the images keep their order in the training set."""
+    if cfg.train_subset is None:
+        return data
+    g = torch.Generator().manual_seed(cfg.subset_seed)
+    keep = []
+    for c in range(data.num_classes):
+        idx = torch.nonzero(data.train_y == c).flatten()
+        if not len(idx):
+            continue
+        k = (min(cfg.train_subset, len(idx)) if isinstance(cfg.train_subset, int)
+             else max(1, round(cfg.train_subset * len(idx))))
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    order = torch.cat(keep).sort().values
+    return replace(data, train_x=data.train_x[order], train_y=data.train_y[order])

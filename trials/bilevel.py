@@ -23,7 +23,7 @@ import search_spaces
 from search_spaces.fast import accelerate
 from trials import cuda_graph
 from trials.darts import build_method
-from trials.batches import BatchStream, Dataset, cutout, split_indices
+from trials.batches import BatchStream, Dataset, cutout, split_indices, train_subset
 from trials.step import Step
 from trials.epochs import Diverged, EpochRun, Stream, resolve_device, rng_state, seed_everything, set_rng_state
 
@@ -93,7 +93,7 @@ class Search(EpochRun):
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and not torch.backends.cudnn.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
-        self.data = data
+        self.data = train_subset(data, cfg.data)
         self.net = self.method.build_supernet(self.data).to(self.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -176,6 +176,8 @@ class Search(EpochRun):
         a_iter = self.a_stream.epoch(a_gen)
         sums = torch.zeros(4, device=self.device)  # w_loss, w_correct, a_loss, a_correct (no per-step sync)
         n_w = n_a = steps = 0
+        total = len(self.w_stream) if cfg.max_steps_per_epoch is None else min(len(self.w_stream),
+                                                                               cfg.max_steps_per_epoch)
         t0 = time.perf_counter()
         for x, y in self.w_stream.epoch(self.generator(Stream.WEIGHT_BATCHES)):
             if cfg.max_steps_per_epoch is not None and steps >= cfg.max_steps_per_epoch:
@@ -203,6 +205,7 @@ class Search(EpochRun):
             sums[1] += (logits.argmax(1) == y).sum()
             n_w += len(y)
             steps += 1
+            self.tick(steps, total, lambda n=n_w: self.live_metrics(sums, n))
         lr = self.w_opt.param_groups[0]["lr"]
         self.sched.step()
         s = sums.tolist()
@@ -235,6 +238,15 @@ class Search(EpochRun):
         }
         self.history.append(metrics)
         return metrics
+
+    def live_metrics(self, sums: torch.Tensor, n_w: int) -> dict[str, Any]:
+        """What a progress report inside an epoch shows: the running train accuracy and, with a benchmark
+        table, the table's accuracy of the genotype the current alpha derives (one device sync)."""
+        out: dict[str, Any] = {"train_acc": 100.0 * float(sums[1]) / max(n_w, 1)}
+        if self.lookup is not None:
+            weights = {k: v.detach().float().cpu() for k, v in self.method.genotype_weights(self.net).items()}
+            out["nb201"] = self.lookup(self.net.derive(weights))
+        return out
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float | None, float | None]:

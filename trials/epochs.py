@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 import os
 import random
+import time
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -71,11 +72,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads_from_env() -> None:
-    """Inside a Ray worker: as many torch threads as CPUs the trial was given (``OMP_NUM_THREADS``)."""
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+def set_threads_from_env(threads: int | None = None) -> None:
+    """Inside a Ray worker: ``threads`` torch threads when given (the driver's choice, recorded with the
+    run), else as many as CPUs the trial was given (``OMP_NUM_THREADS``). Results depend on it: a fixed
+    seed reproduces on a fixed device, thread count and library versions."""
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+#: receives a run's intra-epoch progress (a plain dict); set by whoever drives the run (the Tune trainable)
+ProgressSink = Callable[[dict[str, Any]], None]
 
 
 class Diverged(RuntimeError):
@@ -139,9 +147,29 @@ class EpochRun:
     epochs: int
     device: torch.device
 
+    #: seconds between two progress reports inside an epoch (each may cost a device sync)
+    progress_every: float = 2.0
+
     def __init__(self) -> None:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self.progress: ProgressSink | None = None
+        self._last_tick = self._first_step = 0.0
+
+    def tick(self, step: int, steps: int, metrics: Callable[[], dict[str, Any]], *, force: bool = False) -> None:
+        """Report ``step`` of ``steps`` in the running epoch to ``progress``, at most every ``progress_every``
+        seconds (``force``: now); ``metrics()`` (running accuracy, ...) is called only when a report goes out."""
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if step == 1:  # the rate counts from the end of the first step (warm-up, graph capture excluded)
+            self._first_step = now
+        if not force and step != steps and now - self._last_tick < self.progress_every:
+            return
+        self._last_tick = now
+        rate = (step - 1) / (now - self._first_step) if step > 1 and now > self._first_step else None
+        self.progress({"epoch": self.epoch + 1, "epochs": self.epochs, "step": step, "steps": steps,
+                       "rate": rate, "time": time.time(), **metrics()})
 
     @property
     def done(self) -> bool:

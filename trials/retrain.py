@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,7 +27,7 @@ import search_spaces
 from search_spaces.darts_eval import DartsNetwork, count_params
 from search_spaces.fast import accelerate
 from search_spaces.nb201 import GenotypeError, NB201Network
-from trials.batches import BatchStream, Dataset, cutout
+from trials.batches import BatchStream, DataConfig, Dataset, cutout, train_subset
 from trials.config import ConfigError, build, need
 from trials.epochs import Diverged, EpochRun, RetrainStream, resolve_device, stream_seed
 SPACES = ("darts", "s1", "s2", "s3", "s4", "nb201")
@@ -60,6 +60,7 @@ class RetrainConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     max_steps_per_epoch: int | None = None  # cap for smoke runs
     eval_batches: int | None = None  # test batches evaluated per epoch; None: the whole test split
+    data: DataConfig = field(default_factory=DataConfig)
     subset: float = 1.0              # fraction of the train split trained on (a fixed subset, the same for every seed)
     holdout: float = 0.0             # fraction of the train split held out and evaluated instead of the test split
     search: dict[str, Any] | None = None  # where the genotype came from (search trial), carried to the summary
@@ -95,6 +96,7 @@ def check(cfg: RetrainConfig) -> None:
     except GenotypeError as e:
         raise ConfigError(f"genotype: {e}") from None
     need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    cfg.data.check()
     need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
     need(0 <= cfg.lr_min <= cfg.lr, f"lr_min must be in [0, lr], got {cfg.lr_min}")
@@ -155,7 +157,7 @@ class Retrain(EpochRun):
         self.cfg, self.seed, self.epochs = cfg, cfg.seed, cfg.epochs
         torch.manual_seed(cfg.seed)  # weight init; everything random later is seeded per epoch
         self.device = resolve_device(cfg.device)
-        d = self.data = data
+        d = self.data = train_subset(data, cfg.data)
         self.genotype = search_spaces.parse_genotype(cfg.space, cfg.genotype)
         if cfg.space == "nb201":
             net = NB201Network(self.genotype, C=cfg.channels, N=cfg.layers, num_classes=d.num_classes,
@@ -194,6 +196,8 @@ class Retrain(EpochRun):
         cut_gen = self.generator(RetrainStream.CUTOUT)
         sums = torch.zeros(2, device=self.device)  # loss, correct: no per-step host sync
         n = steps = 0
+        total = len(self.train_stream) if cfg.max_steps_per_epoch is None else min(len(self.train_stream),
+                                                                                   cfg.max_steps_per_epoch)
         t0 = time.perf_counter()
         for x, y in self.train_stream.epoch(self.generator(RetrainStream.TRAIN_BATCHES)):
             if cfg.max_steps_per_epoch is not None and steps >= cfg.max_steps_per_epoch:
@@ -214,6 +218,7 @@ class Retrain(EpochRun):
             sums[1] += (logits.detach().argmax(1) == y).sum()
             n += len(y)
             steps += 1
+            self.tick(steps, total, lambda n=n: {"train_acc": 100.0 * float(sums[1]) / max(n, 1)})
         lr = self.opt.param_groups[0]["lr"]
         self.sched.step()
         loss_sum, correct = sums.tolist()

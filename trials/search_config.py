@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trials.config import build, deep_merge, need
+from trials.batches import DataConfig
 
 
 @dataclass
@@ -82,6 +83,7 @@ class CoreSearchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,6 +133,7 @@ def check(cfg: Any) -> None:
     need(cfg.method in list_methods(), f"unknown method {cfg.method!r}; valid: {', '.join(list_methods())}")
     need(cfg.space in SPACES, f"unknown space {cfg.space!r}; valid: {', '.join(SPACES)}")
     need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    cfg.data.check()
     need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     need(0.0 < cfg.train_portion < 1.0, f"train_portion must be in (0, 1), got {cfg.train_portion}")
     need(cfg.max_steps_per_epoch is None or cfg.max_steps_per_epoch >= 1,

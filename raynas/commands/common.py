@@ -57,14 +57,15 @@ def trials_exit_code(trials: list[dict[str, Any]], *, all_completed: bool = Fals
 
 def add_resource_flags(p: argparse.ArgumentParser) -> None:
     """``--cpus``, ``--gpus`` per trial and the Ray ``--address`` (read back with ``cpus_gpus``)."""
-    p.add_argument("--cpus", type=float, help="CPUs per trial (default: all)")
+    p.add_argument("--cpus", type=float, help="CPUs per trial (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads per trial (default: its whole CPUs, so 1)")
     p.add_argument("--gpus", type=float, help="GPUs per trial, fractional allowed (default: 0)")
     p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
 
 
 def cpus_gpus(args: argparse.Namespace) -> tuple[float, float]:
-    """``--cpus`` (default: all of this machine) and ``--gpus`` (default 0) per trial."""
-    cpus = args.cpus if args.cpus is not None else float(os.cpu_count() or 1)
+    """``--cpus`` (default 1: one torch thread per trial, see ``raynas.threads``) and ``--gpus`` (default 0)."""
+    cpus = args.cpus if args.cpus is not None else 1.0
     return cpus, args.gpus if args.gpus is not None else 0.0
 
 
@@ -80,7 +81,7 @@ def read_genotype_arg(value: str) -> str:
     return value.strip()
 
 
-def check_resources(cpus: float, gpus: float, address: str | None = None) -> None:
+def check_resources(cpus: float, gpus: float, address: str | None = None, threads: int | None = None) -> None:
     """Refuse a trial size this machine cannot give, before Ray starts (on a cluster, ``address``, Ray
     decides about CPUs)."""
     if gpus > 0 and address is None:  # on a cluster: the cluster's GPUs (check_cluster_devices)
@@ -94,6 +95,8 @@ def check_resources(cpus: float, gpus: float, address: str | None = None) -> Non
     if address is None and cpus > (os.cpu_count() or 1):
         raise UsageError(f"--cpus {cpus} per trial (resources.cpu) but this machine has {os.cpu_count()}; a trial "
                          "would wait forever (pass --address for a cluster)")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
 
 
 def on_cluster(address: str | None) -> None:

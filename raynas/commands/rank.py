@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from raynas.console import add_flags
 from raynas.commands.common import EXIT_OK, parse_seeds, trials_exit_code
-from raynas.config import ConfigError, parse_set
 
+DEFAULT_OUT = "runs/rank"
 DEFAULT_BUDGET = 250  # the paper's 50 search iterations x top-5 lookups
 
 
@@ -44,19 +45,23 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any NARConfig field (tune: also experiment fields, e.g. tune.num_samples=4)")
     p.add_argument("--out", help="write rank.json and predicted-vs-true rank scatter PNGs here (tune, --ray: the "
-                                 "Ray results, summary.json; default runs/rank)")
+                                 "Ray results, summary.json; default runs/rank, with tune/--ray "
+                                 "runs/<experiment name>)")
     p.add_argument("--ray", action="store_true", help="one tracked Ray Tune trial (NARTrainable) per seed")
     p.add_argument("--cpus", type=float, default=1.0, help="CPUs per trial with --ray")
     p.add_argument("--tracking-uri", dest="tracking_uri",
                    help="--ray/tune: MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db; "
                         "none: off)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    add_flags(p)
     p.set_defaults(func=cmd_rank)
     return p
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """NARConfig overrides from the flags (``--set`` last); ``table`` made absolute."""
+    from raynas.config import ConfigError, parse_set
+
     over: dict[str, Any] = {}
     for key in ("bench", "table", "dataset", "train_frac", "epochs"):
         if getattr(args, key) is not None:
@@ -83,6 +88,7 @@ def configs(args: argparse.Namespace) -> list:
 
 def experiment(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The NAR experiment to run through Ray: the file of ``rank tune``, or one trial per seed from the flags."""
+    from raynas.config import ConfigError
     from raynas.nar.experiment import load_nar_experiment
 
     over = _flag_overrides(args)
@@ -105,6 +111,7 @@ def experiment(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
+    from raynas.config import ConfigError
     from raynas.nar.data import require_table
     from raynas.nar.local import run_local, summarize
 
@@ -114,9 +121,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
         raise ConfigError(f"an experiment file is only read by `raynas rank tune`, got {args.experiment!r}")
     cfgs = configs(args)
     require_table(cfgs[0].bench, cfgs[0].table)
-    out = Path(args.out) if args.out else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or DEFAULT_OUT)
+    out.mkdir(parents=True, exist_ok=True)
     results = run_local(cfgs, out)
     for r in results:
         line = (f"seed {r['seed']}: kendall_tau {r['kendall_tau']:.4f}  spearman_rho {r['spearman_rho']:.4f}  "
@@ -132,8 +138,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
           f"{s['spearman_rho']:.4f}  precision@top-5% {s['precision_at_top_5pct']:.3f}"
           + (f"  best_test_acc {s['best_test_acc']:.2f}  top {s['percentile']:.4f}%  queries {s['queries']:.0f}"
              if "best_test_acc" in s else ""))
-    if out:
-        (out / "rank.json").write_text(json.dumps(s, indent=2) + "\n")
+    (out / "rank.json").write_text(json.dumps(s, indent=2) + "\n")
+    print(f"results: {out / 'rank.json'} (scatter_seed*.png beside it)")
     if args.json:
         print(json.dumps(s))
     return EXIT_OK
@@ -144,7 +150,7 @@ def cmd_rank_ray(args: argparse.Namespace) -> int:
     import numpy as np
 
     from raynas.nar.experiment import run_nar_experiment
-    from raynas.nar.local import SEARCH_KEYS, TRAIN_KEYS
+    from raynas.nar.local import SEARCH_KEYS, TRAIN_KEYS, kept_epoch
 
     exp, yaml_text = experiment(args)
     out = Path(args.out or f"runs/{exp.name}")
@@ -154,7 +160,9 @@ def cmd_rank_ray(args: argparse.Namespace) -> int:
         value = t.get(metric)
         print(f"{t['bench']}/{t['dataset']}/seed{t['seed']} {t['status']} after {t['epochs']} epochs: {metric} "
               f"{'-' if value is None else f'{value:.4f}'}, kendall_tau {t.get('kendall_tau', float('nan')):.4f}"
-              + (f", best {t['best_arch']} ({t['best_test_acc']:.2f})" if t.get("best_arch") else ""))
+              + (f", best {t['best_arch']} ({t['best_test_acc']:.2f})" if t.get("best_arch") else "")
+              + (f"; {kept_epoch(t, t['epochs'])}" if t.get("best_epoch") is not None
+                 and t.get("best_val_tier_acc") is not None else ""))
     print(f"summary: {out / 'summary.json'}")
     if args.json:  # the means over completed trials first (the keys of `rank --json`), then the summary
         done = [t for t in summary["trials"] if t["status"] == "completed"]

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from raynas.console import add_flags
 from raynas.commands.common import trials_exit_code
 
 
@@ -13,6 +14,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     rs = subparsers.add_parser("resume", help="finish an interrupted experiment (Tuner.restore)")
     rs.add_argument("dir", help="the --out directory of the interrupted run")
     rs.add_argument("--address", help="Ray cluster address")
+    add_flags(rs)
     rs.set_defaults(func=cmd_resume)
     return rs
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from raynas.console import add_flags
 from raynas.commands.common import add_resource_flags, cpus_gpus, parse_seeds, read_genotype_arg, trials_exit_code
 from raynas.genotype_info import SPACES
 
@@ -32,6 +33,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any RetrainConfig field, e.g. --set batch_size=64 --set drop_path_prob=0.3")
     add_resource_flags(p)
+    add_flags(p)
     p.add_argument("--tracking-uri", dest="tracking_uri",
                    help="MLflow URI (default: the search's, else $MLFLOW_TRACKING_URI or ./mlflow.db; none: off)")
     p.set_defaults(func=cmd_retrain)
@@ -78,6 +80,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     cpus, gpus = cpus_gpus(args)
     if cpus <= 0 or gpus < 0:
         raise ConfigError(f"--cpus must be > 0 and --gpus >= 0, got {cpus} and {gpus}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     if gpus > 0 and not args.address:  # on a cluster: the cluster's GPUs (check_cluster_gpus)
         import torch
 
@@ -91,7 +95,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         devices_on_cluster()
         check_cluster_gpus(args.address, {str(overrides.get("device", "auto"))}, gpus)
     summary = run_retrain(genotypes, parse_seeds(args.seeds), args.out, args.epochs, overrides,
-                          {"cpu": cpus, "gpu": gpus}, address=args.address, tracking_uri=uri)
+                          {"cpu": cpus, "gpu": gpus, "threads": args.threads}, address=args.address, tracking_uri=uri)
     print(f"\n{'space':<7}{'dataset':<15}{'seed':>5}  {'status':<10}{'ep':>5}{'test_acc':>10}{'params':>9}  genotype")
     for t in summary["trials"]:
         acc = "-" if t["test_acc"] is None else f"{t['test_acc']:.2f}"

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from raynas.console import add_flags
 from raynas.commands.common import (add_force_flag, check_cluster_devices, check_data, check_resources, on_cluster,
                                    trials_exit_code)
 
@@ -19,6 +20,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="override an experiment field (tune.num_samples=4) or a search field (epochs=2)")
     add_force_flag(r)
     r.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (none: off)")
+    add_flags(r)
     r.set_defaults(func=cmd_run)
     return r
 

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from raynas.console import add_flags
 from raynas.commands.common import (add_force_flag, add_resource_flags, check_cluster_devices, check_data,
                                    check_resources, cpus_gpus, on_cluster, trials_exit_code)
 
@@ -31,6 +32,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--name", default="search", help="experiment name")
     add_force_flag(s)
     add_resource_flags(s)
+    add_flags(s)
     s.add_argument("--tracking-uri", dest="tracking_uri",
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db; none: off)")
     s.set_defaults(func=cmd_search)
@@ -52,12 +54,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from raynas.runner import run_experiment
 
     cpus, gpus = cpus_gpus(args)
-    check_resources(cpus, gpus, args.address)
+    check_resources(cpus, gpus, args.address, args.threads)
     on_cluster(args.address)
     over = overrides(args)
     grid = {axis: [over.pop(axis)] for axis in GRID_AXES if axis in over}
     exp = load_experiment(None, {"fixed": over, "grid": grid, "name": args.name,
-                                 "resources": {"cpu": cpus, "gpu": gpus}, "tracking_uri": args.tracking_uri})
+                                 "resources": {"cpu": cpus, "gpu": gpus, "threads": args.threads},
+                                 "tracking_uri": args.tracking_uri})
     check_data(exp)
     check_cluster_devices(args.address, exp)
     summary = run_experiment(exp, args.out, address=args.address, force=args.force)

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from raynas.data import cifar, digits, fashion_mnist, folder, imagenet16, svhn
+from raynas.data.cache import cache_dir
 from raynas.data.fashion_mnist import DEBIAN_FASHION_MNIST
 from raynas.data.specs import DATASETS, SPECS, Source
 from raynas.data.unpickler import RestrictedUnpickler, restricted_pickle_load
@@ -42,8 +43,10 @@ __all__ = [
 
 
 def default_data_dir() -> Path:
-    """``$RAYNAS_DATA_DIR`` or ``~/.cache/raynas/data``: absolute, so Ray trials that chdir still find it."""
-    return Path(os.environ.get("RAYNAS_DATA_DIR") or "~/.cache/raynas/data").expanduser()
+    """``$RAYNAS_DATA_DIR`` or ``CACHE/data`` (``raynas.data.cache``): absolute, so Ray trials that chdir
+    still find it."""
+    return Path(os.environ["RAYNAS_DATA_DIR"]).expanduser() if os.environ.get("RAYNAS_DATA_DIR") \
+        else cache_dir() / "data"
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = False) -> Dataset:

@@ -1,4 +1,5 @@
-"""Image folders, ``root/{train,test}/<class>/*.png``, decoded once into a checksummed ``.npz`` cache."""
+"""Image folders, ``root/{train,test}/<class>/*.png``, decoded once into a checksummed ``.npz`` cache under
+``raynas.data.cache.cache_dir()`` (never inside the data directory)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from raynas.data.cache import cache_dir
 from raynas.data.specs import SPECS, make_dataset
 from trials.batches import DataError, Dataset
 
@@ -84,18 +86,23 @@ def read(name: str, root: Path) -> Dataset:
 _CACHE_VERSION = "raynas-image-cache-v1"
 
 
-def _decode_cached(root: Path, split: str, files: list[_ImageFile], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the images, reusing ``root/.raynas-cache-<split>.npz`` when it matches the files.
+def image_cache(name: str, split: str, key: str) -> Path:
+    """The cache file of one split of one image folder (``key``: its content key)."""
+    return cache_dir() / "images" / f"{name}-{split}-{key[:20]}.npz"
 
-    Decoding 60k JPEGs takes seconds; the cache loads in a fraction of one.  It is keyed on every
-    file's path, size and mtime, holds no pickles (read with allow_pickle=False), and is skipped
-    silently if ``root`` is not writable.
+
+def _decode_cached(root: Path, split: str, files: list[_ImageFile], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the images, reusing ``CACHE/images/<name>-<split>-<key>.npz`` when it matches the files.
+
+    Decoding 60k JPEGs takes seconds; the cache loads in a fraction of one.  It is keyed on the data
+    directory and every file's path, size and mtime, holds no pickles (read with allow_pickle=False),
+    and is skipped silently if the cache directory is not writable.  The data directory is only read.
     """
-    h = hashlib.sha256(_CACHE_VERSION.encode())
+    h = hashlib.sha256(f"{_CACHE_VERSION}\0{root.resolve()}\n".encode())
     for f in files:
         h.update(f"{f.rel}\0{f.label}\0{f.size}\0{f.mtime_ns}\n".encode())
     key = h.hexdigest()
-    cache = root / f".raynas-cache-{split}.npz"
+    cache = image_cache(name, split, key)
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
@@ -106,6 +113,7 @@ def _decode_cached(root: Path, split: str, files: list[_ImageFile], name: str) -
     x, y = _decode_images(files, name), np.array([f.label for f in files], np.int64)
     tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
     try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             np.savez(f, key=np.array(key), x=x, y=y)
         os.replace(tmp, cache)

@@ -112,12 +112,16 @@ def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, addr
     from ray.tune.schedulers import ASHAScheduler
 
     from raynas.cluster import init_ray
-    from raynas.diskfull import DiskFullWatch, fit
+    from raynas.diskfull import DiskFullWatch, watched
     from raynas.nar.trainable import NARTrainable
     from raynas.nar.train import resolve_nar
-    from raynas.runner import search_alg
+    from raynas.console import NAR, make_reporter, worker_settings
+    from raynas.progress import fit
+    from raynas.runner import n_trials, search_alg, start_console
+    from raynas.threads import threads_per_trial
 
     init_ray(address)
+    board = start_console(exp, address, n_trials(exp), out) if verbose else None
     metric, mode = _objective(exp)
     scheduler = None
     if exp.scheduler.type == "asha":
@@ -125,12 +129,14 @@ def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, addr
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
                                   grace_period=min(exp.scheduler.grace_period, max_t),
                                   reduction_factor=exp.scheduler.reduction_factor)
-    trainable = tune.with_resources(tune.with_parameters(NARTrainable, tracking=tracking),
+    threads = threads_per_trial(exp.resources.cpu, exp.resources.threads)
+    trainable = tune.with_resources(tune.with_parameters(NARTrainable, tracking=tracking,
+                                                         console=worker_settings(board), threads=threads),
                                     {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})
-    reporter = tune.CLIReporter(
+    reporter, tune_verbose = make_reporter(NAR, board, cli_reporter=lambda: tune.CLIReporter(
         metric_columns={"epoch": "epoch", "loss": "loss", "val_tier_acc": "val tier acc",
                         "val_kendall_tau": "val tau", "kendall_tau": "tau", "best_test_acc": "best acc"},
-        parameter_columns=["bench", "dataset", "seed"], max_report_frequency=30)
+        parameter_columns=["bench", "dataset", "seed"], max_report_frequency=30))
     tuner = tune.Tuner(
         trainable, param_space=nar_param_space(exp),
         tune_config=tune.TuneConfig(
@@ -140,12 +146,13 @@ def _run(exp: ExperimentConfig, out: Path, tracking: dict[str, Any] | None, addr
                                    else exp.max_concurrent_trials or None),
             reuse_actors=True, trial_dirname_creator=lambda t: f"nar_{t.trial_id}"),
         run_config=tune.RunConfig(
-            name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"), progress_reporter=reporter,
-            verbose=verbose,
+            name=exp.name, storage_path=exp.storage_path or str(out / "ray_results"),
+            progress_reporter=reporter if verbose else None,
+            verbose=tune_verbose if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoint_keep, checkpoint_frequency=1,
                                                     checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=exp.max_failures), callbacks=[DiskFullWatch(out)]))
-    return write_summary(fit(tuner, out), exp, out, tracking)
+    return write_summary(watched(out, lambda: fit(tuner, board)), exp, out, tracking)
 
 
 def _entry(result: Any) -> dict[str, Any]:
@@ -158,7 +165,8 @@ def _entry(result: Any) -> dict[str, Any]:
              "status": "stopped" if status in (None, "running") else status,
              "epochs": m.get("epoch", 0), **{k: m[k] for k in EPOCH_METRICS + FINAL_METRICS if k in m},
              **{k: m.get(k) for k in ("best_arch", "best_test_acc_oracle", "queries", "search_queries", "n_train",
-                                      "n_val", "n_heldout", "best_epoch", "scatter_png")},
+                                      "n_val", "n_heldout", "best_epoch", "best_val_tier_acc",
+                                      "scatter_png")},
              "checkpoint": result.checkpoint.path if result.checkpoint else None,
              "mlflow_run_id": m.get("mlflow_run_id"), "config": result.config, "path": result.path}
     if result.error:

@@ -22,6 +22,12 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def kept_epoch(result: dict[str, Any], epochs: int) -> str:
+    """Which epoch's model the held-out metrics (and the search) use, and why."""
+    return (f"kept epoch {result['best_epoch']} of {epochs}: the best validation tier accuracy "
+            f"({result['best_val_tier_acc']:.3f}); the paper evaluates and searches with the best-validation model")
+
+
 def run_local(cfgs: list, out: Path | None = None) -> list[dict[str, Any]]:
     """Every seed in this process, the table loaded once."""
     from raynas.nar.data import load_bench
@@ -38,6 +44,7 @@ def run_local(cfgs: list, out: Path | None = None) -> list[dict[str, Any]]:
             _log(f"[seed {cfg.seed}] epoch {m['epoch']}/{cfg.epochs} loss {m['loss']:.4f} val_tier_acc "
                  f"{m['val_tier_acc']:.3f} val_tau {m['val_kendall_tau']:.3f} ({m['time_s']:.1f} s)")
         res = {"seed": cfg.seed, **run.evaluate(scatter=out / f"scatter_seed{cfg.seed}.png" if out else None)}
+        _log(f"[seed {cfg.seed}] {kept_epoch(res, cfg.epochs)}")
         if cfg.budget > 0:
             res.update(tier_search(run))
         results.append(res)

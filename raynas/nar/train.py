@@ -213,7 +213,8 @@ class NARRun(EpochRun):
         self.model.train()
         bank, distri = self.bank(), []
         sums = np.zeros(4)
-        for b in self._batches():
+        batches = self._batches()
+        for i, b in enumerate(batches, 1):
             rows = self.train_idx[b]
             x, tier = self.data.features[rows], self.train_tier[b]
             acc = torch.from_numpy(self.data.target[rows]).float()
@@ -227,6 +228,7 @@ class NARRun(EpochRun):
             distri.append(batch_tier_stats(self.data, rows, tier.numpy(), self.cfg.n_tier, self.cfg.bins))
             sums += [len(b), loss.item() * len(b), l_rank.item() * len(b),
                      (logits.argmax(1) == tier).sum().item()]
+            self.tick(i, len(batches), lambda s=sums: {"loss": s[1] / s[0], "tier_acc": s[3] / s[0]})
         self.epoch += 1
         val = self.validate()
         m = {"epoch": self.epoch, "loss": sums[1] / sums[0], "rank_loss": sums[2] / sums[0],
@@ -278,7 +280,7 @@ class NARRun(EpochRun):
         m: dict[str, Any] = ranking_metrics(pred, test)
         m.update({f"{k}_valid": v for k, v in ranking_metrics(pred, valid).items()})
         m.update(n_train=len(self.train_idx), n_val=len(self.val_idx), n_heldout=len(self.test_idx),
-                 best_epoch=self.best["epoch"])
+                 best_epoch=self.best["epoch"], best_val_tier_acc=self.best["val_tier_acc"])
         if scatter:
             scatter_png(pred, test, scatter, **self.scatter_title())
         return m
