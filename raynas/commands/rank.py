@@ -122,8 +122,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     cfgs = configs(args)
     require_table(cfgs[0].bench, cfgs[0].table)
     out = Path(args.out or DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
-    results = run_local(cfgs, out)
+    results = run_local(cfgs, out)  # creates ``out`` once the table has loaded
     for r in results:
         line = (f"seed {r['seed']}: kendall_tau {r['kendall_tau']:.4f}  spearman_rho {r['spearman_rho']:.4f}  "
                 f"precision@top-5% {r['precision_at_top_5pct']:.3f}  (vs validation accuracy: tau "

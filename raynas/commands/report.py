@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else dirs[0] / "report"
     t0 = time.monotonic()
     print(f"report: reading {len(dirs)} experiment director{'y' if len(dirs) == 1 else 'ies'}, writing "
-          f"{', '.join(formats)} and plots to {out} ...", file=sys.stderr, flush=True)
+          f"{', '.join(formats)} and plots to {out} ...", flush=True)  # stdout: stderr is for the one error line
     report = build_report(dirs, out, formats, args.collapse_rule, args.objective)
     print(f"report: {len(report['trials'])} trials, {len(report.get('plots', {}))} plots in "
-          f"{time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+          f"{time.monotonic() - t0:.1f} s", flush=True)
     for kind, path in report["files"].items():
         print(f"{kind}: {path}")
     attached = set()

@@ -36,6 +36,8 @@ def run_local(cfgs: list, out: Path | None = None) -> list[dict[str, Any]]:
 
     c0 = cfgs[0]
     data = load_bench(c0.bench, c0.table, c0.dataset, c0.scale_features)
+    if out is not None:  # only once the table has loaded: a bad table leaves nothing behind
+        out.mkdir(parents=True, exist_ok=True)
     results = []
     for cfg in cfgs:
         run = NARRun(cfg, data)
