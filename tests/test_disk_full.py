@@ -57,19 +57,9 @@ def test_checkpoint_save_is_whole_or_not_at_all(tmp_path):
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
-    """A 2400 KiB tmpfs (needs mount rights, e.g. root in a container; skipped elsewhere); grown with
-    ``remount`` to free space."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2400k", "tmpfs", str(mnt)], capture_output=True,
-                       text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip()[:80]})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def tmpfs(mount_tmpfs):
+    """A 2400 KiB tmpfs, grown with ``remount`` to free space."""
+    return mount_tmpfs("2400k")
 
 
 @pytest.mark.slow

@@ -231,17 +231,9 @@ def test_resume_after_driver_sigkill_while_its_ray_processes_live_on(tmp_path):
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 2 MiB tmpfs (needs mount rights, e.g. root in a container; skipped elsewhere)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip()[:80]})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_tmpfs(mount_tmpfs):
+    """A 2 MiB tmpfs."""
+    return mount_tmpfs("2m")
 
 
 def test_full_filesystem_is_refused_before_anything_starts(small_tmpfs, capsys):
