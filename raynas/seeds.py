@@ -21,7 +21,7 @@ import torch
 
 from raynas.objectives import END_ONLY, NB201, aggregate_result, needs_proxy, objective_specs, trial_seeds
 from raynas.trainable import RunTrainable
-from trials.epochs import Diverged, EpochRun, write_state
+from trials.epochs import Diverged, EpochRun, write_bytes_whole, write_state
 
 META_FILE = "group.pt"
 
@@ -85,7 +85,7 @@ class SeedGroup(EpochRun):
         path = Path(path)
         blobs = ray.get([w.state.remote() for w in self.workers])
         for i, blob in enumerate(blobs):
-            path.with_name(f"seed{i}.pt").write_bytes(blob)
+            write_bytes_whole(blob, path.with_name(f"seed{i}.pt"))  # whole or not at all, like group.pt
         write_state({"epoch": self.epoch, "history": self.history, "seed_results": self.seed_results}, path)
 
     def load(self, path: str | Path) -> None:

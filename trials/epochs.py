@@ -120,13 +120,19 @@ def write_state(state: Any, path: str | Path) -> None:
     """A checkpoint whole or not at all: serialised in memory (torch's own file writer turns a full disk
     into a bare ``RuntimeError``), written to a temporary sibling and renamed; a failed write raises the
     ``OSError`` (``ENOSPC``, ...) naming ``path`` and leaves no partial file."""
-    path = Path(path)
     buf = io.BytesIO()
     torch.save(state, buf)
-    tmp = path.with_name(f".{path.name}.tmp")
+    write_bytes_whole(buf.getbuffer(), path)
+
+
+def write_bytes_whole(data: bytes | memoryview, path: str | Path) -> None:
+    """``data`` to ``path`` whole or not at all (temporary sibling, fsync, rename); a failed write raises the
+    ``OSError`` naming ``path`` and leaves no partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
