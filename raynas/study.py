@@ -9,7 +9,6 @@ enqueued once (``skip_if_exists``), so rerunning or resuming does not queue them
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +112,10 @@ def open_study(target: str, study_name: str | None = None) -> tuple[Any, dict[st
         path = Path(target)
         if not (path / "experiment.json").is_file():
             raise ConfigError(f"{target} is neither an experiment directory (no experiment.json) nor an RDB URL")
-        state = json.loads((path / "experiment.json").read_text())
+        from raynas.outdir import read_json
+        state = read_json(path / "experiment.json", "experiment.json")
+        if not isinstance(state, dict):
+            raise ConfigError(f"{path / 'experiment.json'}: not a raynas experiment state (expected a mapping)")
         tune = (state.get("experiment") or {}).get("tune")
         if not tune:
             raise ConfigError(f"{target} ran no Optuna study (its experiment has no tune: block)")

@@ -185,6 +185,8 @@ CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
     (["sync", "{tmp}/pending"], None, "runs.json is truncated or not JSON"),
     (["sync", "{tmp}/empty"], None, "nothing to sync"),
     (["report", "{tmp}/cutsum"], None, "summary.json is truncated or not JSON"),
+    (["study", "{tmp}/cut"], None, "experiment.json is truncated or not JSON"),
+    (["study", "{tmp}/list"], None, "not a raynas experiment state"),
     (["report", "{tmp}/nosuch"], None, "nosuch"),
     (["report", "{tmp}/nosum", "--format", "pdf"], None, "pdf"),
     # ---- bench, genotype, rank, server, methods
