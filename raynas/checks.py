@@ -128,8 +128,6 @@ def check_tuned_values(exp: Any, overrides: list[dict[str, Any]], resolve: Calla
     range and each categorical choice (one at a time, the others as the grid point has them). ``resolve``:
     the trial config's own (``raynas.config.resolve``, ``raynas.nar``'s for NAR experiments); its
     one-line ``ConfigError`` is prefixed with the ``tune.space`` key and value that caused it."""
-    from trials.config import ConfigError
-
     space = exp.tune.space if exp.tune is not None else {}
     for over in overrides:
         try:

@@ -13,10 +13,6 @@ import hashlib
 import time
 from typing import Any, Callable
 
-#: how often (seconds) a trial sends its progress; the console redraws no faster
-SEND_EVERY_S = 2.0
-
-
 class _Board:
     """The latest progress dict per trial id (``put``), read whole by the driver (``snapshot``)."""
 

@@ -22,7 +22,7 @@ import torch
 from ray import tune
 
 from raynas.diskfull import STATUS, full_reason, is_full
-from raynas.tables.nb201 import NB201_METRICS, nb201_headline  # noqa: F401 - NB201_METRICS: the headline's names
+from raynas.tables.nb201 import nb201_headline
 from trials.epochs import Diverged, EpochRun, set_threads_from_env
 
 TRACKING_FILE = "tracking.json"
