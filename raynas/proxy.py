@@ -31,11 +31,15 @@ PROXY_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss", "lr", "params_
 class SeedRun(EpochRun):
     """Search epochs, then (with ``proxy``) proxy-retrain epochs; costs are measured when the search ends."""
 
-    def __init__(self, cfg: Any, data: Any, lookup: Any, proxy: ProxyConfig | None, gpus: float = 0.0):
+    def __init__(self, cfg: Any, data: Any, lookup: Any, proxy: ProxyConfig | None, gpus: float = 0.0, *,
+                 recipe: ProxyConfig | None = None):
+        """``proxy``: the recipe retrained after the search (None: no proxy epochs); ``recipe``: the shape the
+        costs are measured at when there is no proxy to train (default: ``proxy``, else the defaults)."""
         from trials.bilevel import Search
 
         super().__init__()
-        self.cfg, self.seed, self.data, self.recipe, self.gpus = cfg, cfg.seed, data, proxy, gpus
+        self.cfg, self.seed, self.data, self.gpus = cfg, cfg.seed, data, gpus
+        self.recipe = proxy or recipe or ProxyConfig()
         self.search = Search(cfg, data, lookup)
         self.device = self.search.device
         self.epochs = cfg.epochs + (proxy.epochs if proxy is not None else 0)
@@ -52,8 +56,7 @@ class SeedRun(EpochRun):
     def proxy_config(self) -> Any:
         from raynas.retrain import resolve_retrain
 
-        recipe = self.recipe or ProxyConfig()
-        return resolve_retrain(proxy_overrides(recipe, self.cfg.space, self.genotype_text, self.cfg))
+        return resolve_retrain(proxy_overrides(self.recipe, self.cfg.space, self.genotype_text, self.cfg))
 
     def _build_proxy(self) -> Any:
         from trials.retrain import Retrain
@@ -108,7 +111,7 @@ class SeedWorker:
     """One seed of a trial in its own Ray actor (one bundle of the trial's placement group)."""
 
     def __init__(self, config: dict[str, Any], proxy: dict[str, Any] | None, gpus: float, trial_id: str,
-                 index: int, tracking: dict[str, Any] | None):
+                 index: int, tracking: dict[str, Any] | None, recipe: dict[str, Any] | None = None):
         from raynas.config import resolve
         from raynas.data import load_dataset
         from trials.config import build
@@ -120,8 +123,9 @@ class SeedWorker:
         if c.nb201_table:
             from raynas.tables.nb201 import NB201Table
             lookup = NB201Table.load(c.nb201_table).query
-        recipe = build(ProxyConfig, proxy) if proxy is not None else None
-        self.run = SeedRun(c, load_dataset(c.dataset, c.data_dir, c.download), lookup, recipe, gpus)
+        train = build(ProxyConfig, proxy) if proxy is not None else None
+        shape = build(ProxyConfig, recipe) if recipe is not None else None
+        self.run = SeedRun(c, load_dataset(c.dataset, c.data_dir, c.download), lookup, train, gpus, recipe=shape)
         self.trial_id, self.index, self.tracking = trial_id, index, tracking
         self.parent: str | None = None
         self.refs: dict[str, str | None] = {"search": None, "proxy": None}
@@ -146,7 +150,7 @@ class SeedWorker:
                 params = flatten(c.to_dict())
                 tags = {**base, "raynas.kind": "seed_search", "raynas.trial_run_id": self.parent or ""}
             else:
-                search_run = self.trackers["search"].run_id if "search" in self.trackers else None
+                search_run = self._search_run_id()
                 pc = self.run.proxy.cfg
                 name, parent = f"proxy/seed{c.seed}/{c.space}/{c.dataset}", search_run
                 params = {k: v for k, v in flatten(dict(vars(pc))).items() if k != "search"}
@@ -158,6 +162,14 @@ class SeedWorker:
                 pending_dir=Path(t["pending_root"]) / f"{self.trial_id}_seed{self.index}",
                 artifact_root=t.get("artifact_root"))
         return self.trackers[kind]
+
+    def _search_run_id(self) -> str | None:
+        """This seed's search run, without reopening it (a tracker built on resume would set a FINISHED
+        search run back to RUNNING): the open tracker's, else the checkpointed reference, else a lookup."""
+        if "search" in self.trackers:
+            return self.trackers["search"].run_id
+        ref = self.refs.get("search") or self._find("seed_search")
+        return None if ref is None or ref.startswith("local:") else ref
 
     def _find(self, kind: str) -> str | None:
         """This seed's run of an earlier attempt of the trial (restarted without a checkpoint), so a
@@ -203,10 +215,9 @@ class SeedWorker:
                           step=self.run.proxy.epoch)
         if self.run.proxy.done:
             tracker.log_epoch({"proxy_acc": m["proxy_acc"]}, step=self.run.proxy.epoch)
+            if search_run := self._search_run_id():  # written back through the proxy's tracker
+                tracker.log_metric_on(search_run, "proxy_acc", m["proxy_acc"], step=self.run.epoch)
             self._close("proxy", "completed")
-            search = self._tracker("search")
-            if search.run_id:
-                search.log_metric_on(search.run_id, "proxy_acc", m["proxy_acc"], step=self.run.epoch)
 
     def _end_search(self, tracker: Any) -> None:
         import search_spaces
