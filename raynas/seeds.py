@@ -34,7 +34,8 @@ def group_spec(exp: Any) -> dict[str, Any]:
         if extra and extra not in names:
             names.append(extra)
     return {"seeds": trial_seeds(exp), "tune": dataclasses.asdict(t), "names": names,
-            "proxy": dataclasses.asdict(exp.proxy) if needs_proxy(t) else None,
+            "proxy": dataclasses.asdict(exp.proxy) if needs_proxy(t) else None,  # trained when an objective needs it
+            "recipe": dataclasses.asdict(exp.proxy),  # the shape params/flops are measured at, always the user's
             "cpu": exp.resources.cpu, "gpu": exp.resources.gpu}
 
 
@@ -134,7 +135,7 @@ class SeedsTrainable(RunTrainable):
                         if pg is not None else None)
             worker = actor.options(num_cpus=g["cpu"], num_gpus=g["gpu"], scheduling_strategy=strategy)
             self.workers.append(worker.remote({**config, "seed": seed}, g["proxy"], g["gpu"], self.trial_id, i,
-                                              self.tracking))
+                                              self.tracking, g.get("recipe")))
         epochs = c.epochs + (g["proxy"]["epochs"] if g["proxy"] else 0)
         return SeedGroup(self.workers, epochs, g)
 

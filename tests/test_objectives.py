@@ -123,3 +123,31 @@ def test_seed_run_proxy_acc_is_the_retraining_of_its_genotype_and_resumes_exactl
         assert last["genotype"] == genotype
     finally:
         torch.set_num_threads(threads)
+
+
+def test_costs_without_a_proxy_retrain_are_measured_at_the_users_proxy_shape():
+    """``params``/``flops`` as objectives with no ``proxy_acc``: no proxy epochs run, but the costs are of
+    the derived network at the experiment's ``proxy:`` shape, not at the default recipe's."""
+    from raynas.data import load_dataset
+    from raynas.proxy import SeedRun
+
+    data = load_dataset("digits")
+    costs = {}
+    for channels in (4, 8):
+        run = SeedRun(resolve(TINY), data, None, None, recipe=ProxyConfig(channels=channels, layers=1))
+        metrics = [run.run_epoch() for _ in range(run.epochs)]
+        assert run.done and [m["phase"] for m in metrics] == ["search", "search"]
+        costs[channels] = run.final["params"]
+        assert run.final["params"] == pytest.approx(run.proxy.params_m)
+    assert costs[8] > costs[4]
+
+
+def test_worst_of_a_non_objective_metric_follows_its_own_direction(tmp_path):
+    """Minimising params, the seeds' worst valid_acc is still the lowest and their worst loss the highest
+    (the direction ASHA rungs a ``scheduler.metric`` in)."""
+    exp = load_experiment(write(tmp_path, f"tune:\n  metric: params\n  mode: min\n  seeds_per_trial: 2\n"
+                                          f"  aggregate: worst\n{SPACE}"))
+    seeds = [{"valid_acc": 50.0, "valid_loss": 0.9, "params": 1.0}, {"valid_acc": 70.0, "valid_loss": 0.4,
+                                                                     "params": 2.0}]
+    out = aggregate_result(seeds, exp.tune, ["params", "valid_acc", "valid_loss"])
+    assert out["params"] == 2.0 and out["valid_acc"] == 50.0 and out["valid_loss"] == 0.9
