@@ -105,6 +105,12 @@ def aggregate(values: list[float], how: str, risk: float, mode: str) -> dict[str
     return {"mean": mean, "std": std, "worst": worst, "value": value}
 
 
+def natural_mode(metric: str) -> str:
+    """Which way a metric that is not an objective improves (losses and costs down, accuracies up): what
+    its seeds' ``worst`` and the scheduler's rungs use."""
+    return "min" if metric.endswith("_loss") or metric in COST else "max"
+
+
 def aggregate_result(seed_results: list[dict[str, Any]], t: TuneBlock, names: list[str]) -> dict[str, Any]:
     """The trial's result keys from its seeds' latest results: for each metric ``m`` that every seed
     has, ``m`` (the aggregate Optuna and the scheduler see), ``m_mean``, ``m_std``, ``m_worst``."""
@@ -114,7 +120,7 @@ def aggregate_result(seed_results: list[dict[str, Any]], t: TuneBlock, names: li
         values = [r.get(m) for r in seed_results]
         if not values or any(v is None or not math.isfinite(float(v)) for v in values):
             continue
-        agg = aggregate([float(v) for v in values], t.aggregate, t.risk, modes.get(m, t.mode))
+        agg = aggregate([float(v) for v in values], t.aggregate, t.risk, modes.get(m) or natural_mode(m))
         out[m] = agg["value"]
         out.update({f"{m}_{k}": agg[k] for k in ("mean", "std", "worst")})
     return out

@@ -243,14 +243,14 @@ def _scheduler(exp: ExperimentConfig) -> Any:
     checks in ``raynas.objectives`` guarantee it is a number every epoch reports."""
     from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
 
-    from raynas.objectives import grouped, needs_proxy
+    from raynas.objectives import grouped, natural_mode, needs_proxy
 
     if exp.scheduler.type == "fifo":
         return None
     metric, mode = _objective(exp)
     if exp.scheduler.metric is not None:
         metric = exp.scheduler.metric
-        mode = "min" if metric.endswith("_loss") else "max"
+        mode = natural_mode(metric)  # the same direction the seed group aggregates it in
     max_t = max(resolve(o).epochs for o in trial_overrides(exp))
     if grouped(exp) and needs_proxy(exp.tune):
         max_t += exp.proxy.epochs
