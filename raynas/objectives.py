@@ -9,13 +9,16 @@ seed's search (or its proxy) has finished, so a scheduler may not rung on them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from raynas.checks import GROUP_METRICS, SEARCH_METRICS
 from raynas.config import ConfigError
+from trials.batches import DataConfig
+from trials.retrain import SUBSET_MOVED
 
 if TYPE_CHECKING:
     from raynas.experiment import ExperimentConfig, TuneBlock
@@ -43,11 +46,15 @@ class ProxyConfig:
     batch: int | None = None         # None: the space's retrain recipe (96 DARTS spaces, 256 NB-201)
     lr: float | None = None          # None: the recipe's (0.025 DARTS spaces, 0.1 NB-201), cosine over `epochs`
     cutout: int = 0
-    subset: float = 1.0              # fraction of the train split (a fixed subset, the same for every trial)
-    holdout: float = 0.1             # fraction of the train split scored on (0: the test split, as DARTS' train.py)
+    #: data.train_subset: the part of the train split the proxy uses, drawn by data.subset_seed (a fixed
+    #: number, default 0, never the trial's seed: the same images for every seed and trial)
+    data: DataConfig = field(default_factory=DataConfig)
+    holdout: float = 0.1             # fraction of that scored on (0: the test split, as DARTS' train.py)
     weight_decay: float | None = None  # None: the recipe's (3e-4 DARTS spaces, 5e-4 NB-201)
     max_steps_per_epoch: int | None = None  # caps for smoke runs
     eval_batches: int | None = None
+
+    REMOVED: ClassVar[dict[str, str]] = {"subset": SUBSET_MOVED}
 
 
 def proxy_overrides(proxy: ProxyConfig, space: str, genotype: str, search_cfg: Any) -> dict[str, Any]:
@@ -57,7 +64,7 @@ def proxy_overrides(proxy: ProxyConfig, space: str, genotype: str, search_cfg: A
     over = {"space": space, "genotype": genotype, "dataset": search_cfg.dataset, "data_dir": search_cfg.data_dir,
             "download": search_cfg.download, "seed": search_cfg.seed, "device": search_cfg.device,
             "epochs": proxy.epochs, "channels": proxy.channels, "layers": layers, "cutout": proxy.cutout,
-            "subset": proxy.subset, "holdout": proxy.holdout, "auxiliary": False, "drop_path_prob": 0.0,
+            "data": dataclasses.asdict(proxy.data), "holdout": proxy.holdout, "auxiliary": False, "drop_path_prob": 0.0,
             "max_steps_per_epoch": proxy.max_steps_per_epoch, "eval_batches": proxy.eval_batches}
     for key, value in (("batch_size", proxy.batch), ("lr", proxy.lr), ("weight_decay", proxy.weight_decay)):
         if value is not None:

@@ -10,6 +10,7 @@ from raynas.config import ConfigError, resolve
 from raynas.experiment import load_experiment
 from raynas.objectives import ProxyConfig, aggregate, aggregate_result, proxy_overrides
 from raynas.retrain import resolve_retrain
+from trials.batches import DataConfig
 
 BASE = """
 name: obj
@@ -62,7 +63,10 @@ def test_aggregate_result_has_a_metric_only_when_every_seed_reports_it(tmp_path)
     (f"tune:\n  enqueue: [{{arch.lr: 0.5}}]\n{SPACE}", "tune.enqueue[0].arch.lr: 0.5 is outside"),
     (f"tune:\n  enqueue: [{{arch.weight_decay: 0.001}}]\n{SPACE}", "tune.enqueue[0].arch.weight_decay is not a tuned key"),  # noqa: E501
     (f"tune:\n  metric: proxy_acc\n{SPACE}proxy: {{epochs: 0}}\n", "proxy: epochs must be >= 1"),
-    (f"tune:\n  metric: proxy_acc\n{SPACE}proxy: {{subset: 1.5}}\n", "proxy: subset must be in (0, 1]"),
+    (f"tune:\n  metric: proxy_acc\n{SPACE}proxy: {{data: {{train_subset: 1.5}}}}\n",
+     "proxy: data.train_subset must be an integer count per class >= 1 or a fraction in (0, 1)"),
+    (f"tune:\n  metric: proxy_acc\n{SPACE}proxy: {{subset: 0.5}}\n",
+     "config key proxy.subset was removed; use proxy.data.train_subset"),
     (f"tune:\n  metric: proxy_acc\n  seeds_per_trial: 2\n{SPACE}# collapse_skip\n", "collapse_skip stops a single search"),  # noqa: E501
 ])
 def test_impossible_combinations_are_one_line_errors_before_ray(tmp_path, capsys, text, fragment):
@@ -84,7 +88,8 @@ def test_rung_on_a_per_epoch_metric_while_optuna_optimises_the_proxy(tmp_path):
 
 TINY = {"method": "darts", "space": "nb201", "dataset": "digits", "seed": 5, "epochs": 2, "batch_size": 16,
         "max_steps_per_epoch": 2, "eval_batches": 1, "device": "cpu", "model": {"C": 4, "layers": 1}}
-RECIPE = ProxyConfig(epochs=2, channels=4, layers=1, batch=32, max_steps_per_epoch=2, eval_batches=2, subset=0.5)
+RECIPE = ProxyConfig(epochs=2, channels=4, layers=1, batch=32, max_steps_per_epoch=2, eval_batches=2,
+                     data=DataConfig(train_subset=0.5))
 
 
 def seed_run():
@@ -123,6 +128,26 @@ def test_seed_run_proxy_acc_is_the_retraining_of_its_genotype_and_resumes_exactl
         assert last["genotype"] == genotype
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_proxy_trains_on_data_train_subset_the_same_images_for_every_seed():
+    """``proxy.data.train_subset`` is the retraining's ``data.train_subset``, drawn by its fixed
+    ``subset_seed`` (0), never the trial's seed: every seed's proxy sees the same images."""
+    from raynas.data import load_dataset
+    from trials.retrain import Retrain
+
+    data = load_dataset("digits")
+    geno = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
+    runs = []
+    for seed in (5, 6):
+        cfg = resolve_retrain(proxy_overrides(RECIPE, "nb201", geno, resolve({**TINY, "seed": seed})))
+        assert cfg.seed == seed and cfg.data == DataConfig(train_subset=0.5, subset_seed=0)
+        runs.append(Retrain(cfg, data))
+    a, b = runs
+    assert len(a.data.train_y) == pytest.approx(len(data.train_y) / 2, abs=data.num_classes)
+    assert torch.equal(a.data.train_x, b.data.train_x)  # the subset
+    assert torch.equal(a.train_stream.x, b.train_stream.x) and torch.equal(a.test_stream.x, b.test_stream.x)
+    assert not torch.equal(a.net.state_dict()["stem.0.weight"], b.net.state_dict()["stem.0.weight"])
 
 
 def test_costs_without_a_proxy_retrain_are_measured_at_the_users_proxy_shape():

@@ -83,6 +83,8 @@ def test_paper_recipes_are_the_defaults():
     ({"genotype": "Genotype(normal=[('conv_9x9', 0)])"}, "genotype: "),
     ({"space": "s2"}, "not allowed on edge"),  # DARTS_V2 has max pools, S2 only skip/sep_conv_3x3
     ({"batch_sise": 8}, "unknown config key batch_sise (did you mean batch_size?)"),
+    ({"subset": 0.5}, "config key subset was removed; use data.train_subset (a per-class count, or a fraction"),
+    ({"data": {"train_subset": 1.5}}, "data.train_subset must be an integer count per class >= 1 or a fraction"),
     ({"lr": "fast"}, "lr: expected a number"),
     ({"data_dir": "/no/such/dir", "dataset": "cifar10"}, "data_dir /no/such/dir does not exist"),
 ])
@@ -284,19 +286,22 @@ def test_run_retrain_through_ray(tmp_path, local_ray):
 
 
 def test_holdout_scores_a_fixed_part_of_the_train_split_and_never_the_test_split(digits):
-    """The outer search's proxy (``holdout`` > 0) selects on images held out of the train split: the same
-    ones for every seed, disjoint from what it trains on, and the test split is never read."""
+    """The outer search's proxy (``holdout`` > 0) selects on images held out of the train split (cut to
+    ``data.train_subset`` first): the same ones for every seed, disjoint from what it trains on, and the
+    test split is never read."""
+    from trials.batches import train_subset
     from trials.retrain import split_train
-    train, held = split_train(digits, 0.5, 0.2)
-    n = len(digits.train_y)
-    assert len(held) == round(0.2 * n) and len(train) == round(0.5 * (n - len(held)))
+    half = train_subset(digits, resolve_retrain({"genotype": V2, "data": {"train_subset": 0.5}}).data)
+    train, held = split_train(half, 0.2)
+    n = len(half.train_y)
+    assert n < len(digits.train_y) and len(held) == round(0.2 * n) and len(train) == n - len(held)
     assert not set(train.tolist()) & set(held.tolist())
-    again_train, again_held = split_train(digits, 0.5, 0.2)
+    again_train, again_held = split_train(half, 0.2)
     assert torch.equal(train, again_train) and torch.equal(held, again_held)
-    runs = [Retrain(nb201_cfg(seed=s, holdout=0.2, subset=0.5, epochs=1, max_steps_per_epoch=2), digits)
-            for s in (0, 1)]
-    for r in runs:
-        assert torch.equal(r.test_stream.x, digits.train_x[held])
+    runs = [Retrain(nb201_cfg(seed=s, holdout=0.2, data={"train_subset": 0.5}, epochs=1, max_steps_per_epoch=2),
+                    digits) for s in (0, 1)]
+    for r in runs:  # the subset's seed is data.subset_seed (0), not the run's: both seeds see the same images
+        assert torch.equal(r.test_stream.x, half.train_x[held]) and torch.equal(r.train_stream.x, half.train_x[train])
         m = r.run_epoch()
         assert m["eval_split"] == "holdout" and m["test_acc"] is not None
     plain = Retrain(nb201_cfg(epochs=1), digits)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 RECIPE = {"epochs": 2, "channels": 4, "layers": 1, "batch": 32, "max_steps_per_epoch": 2, "eval_batches": 2,
-          "subset": 0.5}
+          "data": {"train_subset": 0.5}}
 EXPERIMENT = f"""
 name: seedstudy
 grid: {{method: [darts], space: [nb201], dataset: [digits], seed: [3]}}
@@ -129,7 +129,8 @@ def test_proxy_acc_equals_raynas_retrain_of_the_same_genotype_seed_and_recipe(st
                seed["seed"], "--epochs", RECIPE["epochs"], "--out", tmp / "retrain", "--tracking-uri", "none",
                "--set", f"channels={RECIPE['channels']}", "--set", f"layers={RECIPE['layers']}",
                "--set", f"batch_size={RECIPE['batch']}", "--set", f"max_steps_per_epoch={RECIPE['max_steps_per_epoch']}",  # noqa: E501
-               "--set", f"eval_batches={RECIPE['eval_batches']}", "--set", f"subset={RECIPE['subset']}",
+               "--set", f"eval_batches={RECIPE['eval_batches']}",
+               "--set", f"data.train_subset={RECIPE['data']['train_subset']}",
                "--set", "holdout=0.1",
                "--set", "device=cpu", cwd=tmp)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -161,6 +162,7 @@ def test_resume_finished_the_study_without_rerunning_a_seed_or_losing_a_trial(st
     from raynas.data import load_dataset
     from raynas.objectives import ProxyConfig
     from raynas.proxy import SeedRun
+    from trials.config import build
 
     tmp, uri, finished = study_run
     out = tmp / "out"
@@ -176,7 +178,7 @@ def test_resume_finished_the_study_without_rerunning_a_seed_or_losing_a_trial(st
         for t in trials:  # every seed, the interrupted ones included, equals the same seed run without stopping
             for s in t["seeds"]:
                 run = SeedRun(resolve({**t["config"], "seed": s["seed"]}), load_dataset("digits"), None,
-                              ProxyConfig(**RECIPE))
+                              build(ProxyConfig, RECIPE))
                 while not run.done:
                     run.run_epoch()
                 assert run.final["proxy_acc"] == s["proxy_acc"] and run.genotype_text == s["genotype"]

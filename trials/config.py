@@ -160,10 +160,14 @@ def convert(value: Any, tp: Any, key: str) -> Any:
 
 
 def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """An instance of the dataclass ``cls`` from ``data``; unknown keys get a "did you mean"."""
+    """An instance of the dataclass ``cls`` from ``data``; unknown keys get a "did you mean", a key the
+    class lists in ``REMOVED`` (old key -> what replaces it) one line naming its replacement."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    removed = getattr(cls, "REMOVED", {})
     for key in data:
+        if key in removed:
+            raise ConfigError(f"config key {prefix}{key} was removed; use {prefix}{removed[key]}")
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else f"; valid: {', '.join(names)}"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,8 @@ from trials.batches import BatchStream, DataConfig, Dataset, cutout, train_subse
 from trials.config import ConfigError, build, need
 from trials.epochs import Diverged, EpochRun, RetrainStream, resolve_device, stream_seed
 SPACES = ("darts", "s1", "s2", "s3", "s4", "nb201")
+#: where the removed ``subset`` fraction went: one way to subsample the train split, as searches do
+SUBSET_MOVED = "data.train_subset (a per-class count, or a fraction in (0, 1) of each class)"
 
 
 @dataclass
@@ -60,10 +62,12 @@ class RetrainConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     max_steps_per_epoch: int | None = None  # cap for smoke runs
     eval_batches: int | None = None  # test batches evaluated per epoch; None: the whole test split
-    data: DataConfig = field(default_factory=DataConfig)
-    subset: float = 1.0              # fraction of the train split trained on (a fixed subset, the same for every seed)
-    holdout: float = 0.0             # fraction of the train split held out and evaluated instead of the test split
+    data: DataConfig = field(default_factory=DataConfig)  # data.train_subset: the part of the train split used
+    holdout: float = 0.0             # fraction of the (subsampled) train split held out and evaluated instead of test
     search: dict[str, Any] | None = None  # where the genotype came from (search trial), carried to the summary
+
+    #: keys of earlier versions and what replaces them (``trials.config.build``: one line naming the new key)
+    REMOVED: ClassVar[dict[str, str]] = {"subset": SUBSET_MOVED}
 
 
 RETRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -119,7 +123,6 @@ def check(cfg: RetrainConfig) -> None:
     need(cfg.max_steps_per_epoch is None or cfg.max_steps_per_epoch >= 1,
          f"max_steps_per_epoch must be >= 1 or null, got {cfg.max_steps_per_epoch}")
     need(cfg.eval_batches is None or cfg.eval_batches >= 0, f"eval_batches must be >= 0, got {cfg.eval_batches}")
-    need(0 < cfg.subset <= 1, f"subset must be in (0, 1], got {cfg.subset}")
     need(0 <= cfg.holdout < 1, f"holdout must be in [0, 1), got {cfg.holdout}")
 
 
@@ -132,19 +135,17 @@ class RetrainDiverged(Diverged):
         super().__init__(epoch, f"retraining diverged at epoch {epoch + 1}: the training loss is not finite")
 
 
-def split_train(data: Dataset, subset: float, holdout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Indices into the train split: (trained on, held out for evaluation or None). One fixed permutation
-    (generator seed 0) gives the held-out first ``holdout`` of it and trains on the first ``subset`` of
-    the rest, so every seed and every trial of a study sees the same images; (everything, None) is the
-    plain recipe (train on the whole split, evaluate on the test split)."""
+def split_train(data: Dataset, holdout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Indices into the train split (already cut to ``data.train_subset``): (trained on, held out for
+    evaluation or None). One fixed permutation (generator seed 0) holds out its first ``holdout`` and
+    trains on the rest, so every seed and every trial of a study sees the same images; (everything, None)
+    is the plain recipe (train on the whole split, evaluate on the test split)."""
     n = len(data.train_y)
-    if subset >= 1 and holdout == 0:
+    if holdout == 0:
         return torch.arange(n), None
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    n_hold = max(1, round(holdout * n)) if holdout > 0 else 0
-    rest = perm[n_hold:]
-    train = rest[:max(1, round(subset * len(rest)))].sort().values
-    return train, (perm[:n_hold].sort().values if n_hold else None)
+    n_hold = max(1, round(holdout * n))
+    return perm[n_hold:].sort().values, perm[:n_hold].sort().values
 
 
 class Retrain(EpochRun):
@@ -171,9 +172,8 @@ class Retrain(EpochRun):
                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
         stream = dict(mean=d.mean, std=d.std, crop_padding=d.crop_padding, flip=d.flip, device=self.device)
-        train, held_out = split_train(d, cfg.subset, cfg.holdout)
-        plain = held_out is None and len(train) == len(d.train_y)
-        self.train_stream = BatchStream(d.train_x, d.train_y, None if plain else train, cfg.batch_size,
+        train, held_out = split_train(d, cfg.holdout)
+        self.train_stream = BatchStream(d.train_x, d.train_y, None if held_out is None else train, cfg.batch_size,
                                         augment=True, **stream)
         if held_out is None:
             self.test_stream = BatchStream(d.test_x, d.test_y, None, cfg.batch_size, augment=False,
