@@ -8,6 +8,8 @@ driver sees the same one:
   train/valid accuracy, the NB-201 accuracy of the current genotype with a table) every couple of
   seconds under the permanent lines (one per finished epoch, one per finished trial); in a pipe or a
   log file it appends, the live lines at most every ``$RAYNAS_PROGRESS_S`` seconds (default 30).
+  A seed group's trial (``raynas.seeds``) gets one live line per seed, tagged ``[seed 2/3 search]`` or
+  ``[seed 2/3 proxy]``; on a terminal live lines are cut to its width, so the redraw stays in place.
   Ray's INFO logs, the token-authentication warning, MLflow's INFO logs and the trials' "checkpoint
   created" lines are silenced.
 - ``verbose`` (``-v``): Ray's own output: its status tables (``CLIReporter``) and every log line.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -29,9 +32,11 @@ LEVELS = ("quiet", "normal", "verbose")
 ENV = "RAYNAS_CONSOLE"
 INTERVAL_ENV = "RAYNAS_PROGRESS_S"
 
-#: loggers silenced at ``normal``: the driver's (token authentication, MLflow's schema set-up) and the
+#: loggers silenced at ``normal``: the driver's (token authentication, MLflow's schema set-up, Tune's
+#: TensorBoard logger warning at every epoch of a seed group that its per-seed list is no scalar) and the
 #: trial workers' (one "Checkpoint successfully created" line per epoch)
-DRIVER_LOGGERS = ("ray._private.authentication.authentication_token_setup", "mlflow", "alembic")
+DRIVER_LOGGERS = ("ray._private.authentication.authentication_token_setup", "mlflow", "alembic",
+                  "ray.tune.logger.tensorboardx")
 WORKER_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage",
                   "ray.tune.trainable.trainable")
 
@@ -100,7 +105,7 @@ class Kind:
 
 SEARCH = Kind(("method", "space", "dataset", "seed"),
               (Column("train_acc", "train"), Column("valid_acc", "valid"), Column("skip_count", "skips", "{:d}"),
-               Column("nb201_test", "nb201")))
+               Column("nb201_test", "nb201"), Column("proxy_test_acc", "proxy test"), Column("proxy_acc", "proxy")))
 RETRAIN = Kind(("space", "dataset", "seed"), (Column("train_acc", "train"), Column("test_acc", "test")))
 NAR = Kind(("bench", "dataset", "seed"),
            (Column("loss", "loss", "{:.3f}"), Column("tier_acc", "tier", "{:.3f}"),
@@ -122,6 +127,15 @@ def trial_label(kind: Kind, trial_id: str, config: dict[str, Any]) -> str:
     config = {**arch, **config}
     parts = [f"s{config[k]}" if k == "seed" else str(config[k]) for k in kind.label if k in config]
     return f"{trial_id[-5:]} {'/'.join(parts)}"
+
+
+def part_label(label: str, info: dict[str, Any] | None) -> str:
+    """The label of one part of a trial (a seed of a seed group): ``00003 darts/nb201/digits/s3  [seed 2/3
+    proxy]``, from the report's ``part`` and ``phase``; the trial's own label for a report without a part."""
+    if not info or not info.get("part"):
+        return label
+    tag = " ".join(str(info[k]) for k in ("part", "phase") if info.get(k))
+    return f"{label}  [{tag}]"
 
 
 def _metrics(kind: Kind, values: dict[str, Any]) -> str:
@@ -162,6 +176,13 @@ def live_line(kind: Kind, label: str, info: dict[str, Any] | None, last: dict[st
 
 
 # ------------------------------------------------------------------------------------------- reporter
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal ``stream`` writes to ($COLUMNS, else 200 when it cannot be asked)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return shutil.get_terminal_size((200, 24)).columns
+
 def _reporter_base() -> type:
     from ray.tune import ProgressReporter
 
@@ -192,7 +213,7 @@ def reporter_class() -> type:
 
 
 def _make_class() -> type:
-    from raynas.progress import read_board
+    from raynas.progress import read_board, trial_reports
 
     class ConsoleReporter(_reporter_base()):  # type: ignore[misc]
         """A Tune reporter of permanent epoch/trial lines and, on a terminal, a redrawn block of live lines;
@@ -265,16 +286,18 @@ def _make_class() -> type:
                 board = read_board(self.board) if running else {}
                 now, live = time.time(), []
                 for t in running:
-                    info, last = board.get(t.trial_id), t.last_result or {}
-                    if not self.tty:  # a pipe gets a trial's line only when it moved on
-                        mark = (info or {}).get("epoch", 0), (info or {}).get("step", 0)
-                        if not info or info["epoch"] <= last.get("epoch", 0) or self.printed.get(t.trial_id) == mark:
-                            continue
-                        self.printed[t.trial_id] = mark
-                    live.append(live_line(self.kind, self._label(t), info, last, now))
+                    last = t.last_result or {}
+                    for key, info in trial_reports(board, t.trial_id):  # a line per seed of a seed group
+                        if not self.tty:  # a pipe gets a line only when it moved on
+                            mark = (info or {}).get("epoch", 0), (info or {}).get("step", 0)
+                            if not info or info["epoch"] <= last.get("epoch", 0) or self.printed.get(key) == mark:
+                                continue
+                            self.printed[key] = mark
+                        live.append(live_line(self.kind, part_label(self._label(t), info), info, last, now))
                 counts = self._counts(trials)
                 if self.tty:
-                    live.append(counts)
+                    width = _columns(self.stream) - 1  # a wrapped line would not be erased by the redraw
+                    live = [line[:width] for line in live] + [counts]
                     self.drawn = len(live)
                 elif counts.split("(")[0] != self.counts:
                     live.append(counts)

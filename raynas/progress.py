@@ -5,6 +5,8 @@ the run calls its ``progress`` sink (``trials.epochs.EpochRun.tick``) every coup
 sends the numbers, fire-and-forget, to a named ``ProgressBoard`` actor that the driver starts next to the
 Tuner; the console reporter (``raynas.console``) reads the board when it redraws. An actor, not files,
 so that trials on other nodes of a cluster are seen too. A lost board only costs the live lines.
+A trial that runs in parts (a seed group's seeds, ``raynas.seeds``) reports each part under its own
+key (``part_key``), and the console draws a line per part.
 """
 
 from __future__ import annotations
@@ -26,7 +28,22 @@ class _Board:
         return self.state
 
 
-_HANDLES: dict[str, Any] = {}  # board name -> actor handle, in this process (never pickled)
+def part_key(trial_id: str, part: int) -> str:
+    """The board key of part ``part`` (0-based) of a trial: each seed of a seed group reports on its own."""
+    return f"{trial_id}/{part}"
+
+
+def trial_reports(board: dict[str, dict[str, Any]], trial_id: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """``(key, report)`` of a trial's live lines: one per part in part order once a part has reported,
+    else the trial's own (``None`` before its first report)."""
+    prefix = f"{trial_id}/"
+    parts = sorted((k for k in board if k.startswith(prefix) and k[len(prefix):].isdigit()),
+                   key=lambda k: int(k[len(prefix):]))
+    return [(k, board[k]) for k in parts] or [(trial_id, board.get(trial_id))]
+
+
+_OWNED: dict[str, Any] = {}    # boards this driver started: the handle keeps the actor alive until stop_board
+_HANDLES: dict[str, Any] = {}  # board name -> looked-up actor handle, in this process (never pickled)
 
 
 def board_name(key: str) -> str:
@@ -44,13 +61,15 @@ def start_board(key: str, wanted: bool = True) -> str | None:
         return None
     name = board_name(key)
     # the handle is kept: an actor whose handles are all gone is stopped by Ray
-    _HANDLES[name] = ray.remote(num_cpus=0, max_restarts=0)(_Board).options(name=name, get_if_exists=True).remote()
+    _OWNED[name] = ray.remote(num_cpus=0, max_restarts=0)(_Board).options(name=name, get_if_exists=True).remote()
     return name
 
 
 def _handle(name: str) -> Any:
     import ray
 
+    if name in _OWNED:
+        return _OWNED[name]
     if name not in _HANDLES:
         _HANDLES[name] = ray.get_actor(name)
     return _HANDLES[name]
@@ -58,13 +77,16 @@ def _handle(name: str) -> Any:
 
 def read_board(name: str | None, timeout_s: float = 1.0) -> dict[str, dict[str, Any]]:
     """The board's state, or ``{}`` when there is none or it does not answer in time (the console then
-    shows finished epochs only)."""
+    shows finished epochs only). A slow answer (a board still starting, a busy machine) keeps the handle:
+    dropping the driver's own would stop the board for the rest of the run."""
     import ray
 
     if name is None:
         return {}
     try:
         return ray.get(_handle(name).snapshot.remote(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        return {}
     except Exception:
         _HANDLES.pop(name, None)
         return {}
@@ -78,6 +100,7 @@ def stop_board(name: str | None) -> None:
             ray.kill(_handle(name))
         except Exception:
             pass
+        _OWNED.pop(name, None)
         _HANDLES.pop(name, None)
 
 
@@ -93,7 +116,8 @@ def fit(tuner: Any, board: str | None) -> Any:
 
 
 class TrialSink:
-    """The ``progress`` sink of one trial's run: adds the trial id and sends to the board by name."""
+    """The ``progress`` sink of one trial's run: adds the trial id (or a part's ``part_key``) and sends to
+    the board by name."""
 
     def __init__(self, board: str, trial_id: str, transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.board, self.trial_id, self.handle = board, trial_id, None

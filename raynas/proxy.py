@@ -6,6 +6,8 @@ same config ``raynas retrain`` builds), so it is checkpointed and resumed at any
 either phase. ``SeedWorker`` (a Ray actor of the trial's placement group, ``raynas.seeds``) drives one
 and logs it: the search is an MLflow run under the Optuna trial's run, the proxy its own run under the
 search's, linked by ``raynas.search_run_id``; ``proxy_acc`` is also written back onto the search run.
+Live progress: the search's and the proxy's in-epoch reports go out through the ``SeedRun``'s own
+``progress`` sink, numbered as its epochs and tagged with the phase, with the seed's last epoch's numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 
 from raynas.objectives import ProxyConfig, proxy_overrides
-from trials.epochs import Diverged, EpochRun
+from trials.epochs import Diverged, EpochRun, ProgressSink
 
 #: what a seed's epoch result keeps for the trial (no alpha: the seed's own run logs that)
 KEEP = ("epoch", "phase", "valid_acc", "train_acc", "valid_loss", "train_loss", "skip_count", "param_free_count",
@@ -26,6 +28,8 @@ KEEP = ("epoch", "phase", "valid_acc", "train_acc", "valid_loss", "train_loss", 
         "proxy_acc", "params", "flops", "search_gpu_hours", "epoch_time", "seed")
 #: the proxy epoch's metrics a seed reports, as ``proxy_<name>`` (its own MLflow run has them unprefixed)
 PROXY_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss", "lr", "params_m")
+#: what a live report carries of the seed's last finished epoch (besides the running epoch's own numbers)
+LIVE_KEEP = tuple(k for k in KEEP if k not in ("epoch", "phase", "nb201", "genotype", "epoch_time", "seed"))
 
 
 class SeedRun(EpochRun):
@@ -46,6 +50,29 @@ class SeedRun(EpochRun):
         self.proxy: Any = None            # trials.retrain.Retrain, built when the search ends
         self.search_seconds = 0.0
         self.final: dict[str, Any] = {}   # the search's last metrics and costs, carried through the proxy epochs
+        self.shown: dict[str, Any] = {}   # the last epoch's LIVE_KEEP numbers, sent with every live report
+
+    @property
+    def progress(self) -> ProgressSink | None:
+        return self._sink
+
+    @progress.setter
+    def progress(self, sink: ProgressSink | None) -> None:
+        """The seed's sink: the running phase's run (``Search``, then ``Retrain``) reports through it."""
+        self._sink = sink
+        for phase in ("search", "proxy"):
+            run = self.__dict__.get(phase)  # none yet while EpochRun.__init__ sets the first sink
+            if run is not None:
+                run.progress = self._relay(phase) if sink is not None else None
+
+    def _relay(self, phase: str) -> ProgressSink:
+        offset = 0 if phase == "search" else self.search.epochs
+
+        def send(info: dict[str, Any]) -> None:
+            if self._sink is not None:
+                self._sink({**self.shown, **info, "epoch": info["epoch"] + offset, "epochs": self.epochs,
+                            "phase": phase})
+        return send
 
     @property
     def genotype_text(self) -> str:
@@ -61,7 +88,9 @@ class SeedRun(EpochRun):
     def _build_proxy(self) -> Any:
         from trials.retrain import Retrain
 
-        return Retrain(self.proxy_config(), self.data)
+        proxy = Retrain(self.proxy_config(), self.data)
+        proxy.progress = self._relay("proxy") if self._sink is not None else None
+        return proxy
 
     def _costs(self, net: Any) -> dict[str, float]:
         """``params`` (M) and ``flops`` (M multiply-adds per image) of the derived network at the proxy's
@@ -93,15 +122,18 @@ class SeedRun(EpochRun):
                 self.final["proxy_acc"] = m["proxy_acc"] = pm["test_acc"]
         self.epoch += 1
         m["epoch"] = self.epoch
+        self.shown = {k: m[k] for k in LIVE_KEEP if k in m}
         return m
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "search": self.search.state_dict(), "search_seconds": self.search_seconds,
-                "final": self.final, "proxy": self.proxy.state_dict() if self.proxy is not None else None}
+                "final": self.final, "proxy": self.proxy.state_dict() if self.proxy is not None else None,
+                "shown": self.shown}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.search.load_state_dict(state["search"])
         self.epoch, self.search_seconds, self.final = state["epoch"], state["search_seconds"], dict(state["final"])
+        self.shown = dict(state.get("shown") or {})  # absent from checkpoints of earlier versions
         if state["proxy"] is not None:
             self.proxy = self._build_proxy()
             self.proxy.load_state_dict(state["proxy"])
@@ -134,6 +166,16 @@ class SeedWorker:
 
     def attach(self, parent_run_id: str | None) -> None:
         self.parent = parent_run_id
+
+    def show_progress(self, board: str, seeds: int) -> None:
+        """Live progress of this seed, as the trial's part ``index`` of ``seeds``, on the driver's board
+        (``raynas.progress``): the console draws one line per seed, ``[seed 2/3 search]``."""
+        from raynas.progress import TrialSink, part_key
+        from raynas.trainable import search_live
+
+        part = f"seed {self.index + 1}/{seeds}"
+        self.run.progress = TrialSink(board, part_key(self.trial_id, self.index),
+                                      lambda info: {**search_live(info, self.cfg.dataset), "part": part})
 
     def _tracker(self, kind: str) -> Any:
         if not self.tracking:

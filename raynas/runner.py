@@ -147,7 +147,7 @@ def _trainable(exp: ExperimentConfig, tracking: dict[str, Any] | None = None, bo
     if grouped(exp):  # k seeds per Optuna trial and/or end-of-search objectives
         from raynas.seeds import trainable as seeds_trainable
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-        return seeds_trainable(exp, tracking)
+        return seeds_trainable(exp, tracking, board)
     trainable = tune.with_parameters(SearchTrainable, tracking=tracking, console=worker_settings(board),
                                      threads=threads_per_trial(exp.resources.cpu, exp.resources.threads))
     return tune.with_resources(trainable, {"cpu": exp.resources.cpu, "gpu": exp.resources.gpu})

@@ -7,7 +7,8 @@ and the trial's result at every epoch is the aggregate over its seeds (``raynas.
 ASHA rungs compare trials at equal epochs on the seeds' mean (or worst, or mean - risk*std), and
 Optuna is told the aggregate of the last epoch. A checkpoint holds every seed's state, so a restored
 trial resumes each seed where it stopped. MLflow: the trial is a run under the experiment's parent,
-each seed's search a run under it, each proxy retrain a run under its search.
+each seed's search a run under it, each proxy retrain a run under its search. Live progress: each seed
+reports its in-epoch progress to the driver's board itself (``SeedWorker.show_progress``), a line per seed.
 """
 
 from __future__ import annotations
@@ -47,11 +48,14 @@ def resources(exp: Any) -> Any:
     return PlacementGroupFactory([{}] + [dict(bundle) for _ in range(exp.tune.seeds_per_trial)])
 
 
-def trainable(exp: Any, tracking: dict[str, Any] | None) -> Any:
+def trainable(exp: Any, tracking: dict[str, Any] | None, board: str | None = None) -> Any:
+    """``board``: the driver's progress board (``raynas.progress``), or None for no live lines."""
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(SeedsTrainable, tracking=tracking, group=group_spec(exp)),
-                               resources(exp))
+    from raynas.console import worker_settings
+
+    return tune.with_resources(tune.with_parameters(SeedsTrainable, tracking=tracking, group=group_spec(exp),
+                                                    console=worker_settings(board)), resources(exp))
 
 
 class SeedGroup(EpochRun):
@@ -113,12 +117,12 @@ class SeedsTrainable(RunTrainable):
     checkpoint_file = META_FILE
 
     def setup(self, config: dict[str, Any], tracking: dict[str, Any] | None = None,
-              group: dict[str, Any] | None = None) -> None:
+              group: dict[str, Any] | None = None, console: dict[str, Any] | None = None) -> None:
         self.group = group if group is not None else self.group
         self.tracking = tracking if tracking is not None else getattr(self, "tracking", None)
         self.workers: list[Any] = []
         self._attached = False
-        super().setup(config, tracking)
+        super().setup(config, tracking, console)
 
     def build(self, config: dict[str, Any]) -> EpochRun:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -136,6 +140,8 @@ class SeedsTrainable(RunTrainable):
             worker = actor.options(num_cpus=g["cpu"], num_gpus=g["gpu"], scheduling_strategy=strategy)
             self.workers.append(worker.remote({**config, "seed": seed}, g["proxy"], g["gpu"], self.trial_id, i,
                                               self.tracking, g.get("recipe")))
+            if self.console.get("board"):  # fire-and-forget, like the reports themselves
+                self.workers[-1].show_progress.remote(self.console["board"], len(g["seeds"]))
         epochs = c.epochs + (g["proxy"]["epochs"] if g["proxy"] else 0)
         return SeedGroup(self.workers, epochs, g)
 

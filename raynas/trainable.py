@@ -47,6 +47,13 @@ def previous_checkpoints(checkpoint_dir: Path) -> list[Path]:
     return sorted(older, key=index, reverse=True)
 
 
+def search_live(info: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """A search's progress report as the console shows it: the table row of the current genotype becomes
+    its headline accuracy (``nb201_test``); for a search trial and for each seed of a seed group."""
+    row = info.pop("nb201", None)
+    return {**info, **nb201_headline(row, dataset)}
+
+
 class RunTrainable(tune.Trainable):
     """Tune's class API over an ``EpochRun``; subclasses define the five methods of the first block."""
 
@@ -259,9 +266,7 @@ class SearchTrainable(RunTrainable):
         return {**metrics, **nb201_headline(metrics.get("nb201"), self.cfg.dataset)}, status, done
 
     def live(self, info: dict[str, Any]) -> dict[str, Any]:
-        """The table row of the current genotype becomes its headline accuracy (``nb201_test``)."""
-        row = info.pop("nb201", None)
-        return {**info, **nb201_headline(row, self.cfg.dataset)}
+        return search_live(info, self.cfg.dataset)
 
     def log_epoch(self, tracker: Any, result: dict[str, Any]) -> None:
         if "alpha" in result:  # a diverged trial's result carries no architecture

@@ -10,11 +10,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from raynas.console import NAR, RETRAIN, SEARCH, clock, epoch_line, live_line, trial_label
+from raynas.console import NAR, RETRAIN, SEARCH, clock, epoch_line, live_line, part_label, trial_label
+from raynas.progress import part_key, trial_reports
 from raynas.threads import concurrent_trials, oversubscription, threads_per_trial
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +82,86 @@ def test_epoch_line() -> None:
     assert EPOCH_RE.match("00000 darts/nb201/digits/s0" + epoch_line(SEARCH, "", result))
     assert epoch_line(RETRAIN, "r", {"epoch": 1, "total_epochs": 2, "epoch_time": 1.0, "train_acc": 50.0,
                                      "test_acc": 40.0}) == "r  epoch 1/2  1.0 s  train 50.0%  test 40.0%"
+
+
+def test_a_seed_group_trial_gets_a_line_per_seed_tagged_with_its_phase() -> None:
+    """Board routing: a trial's parts (``trial/0``, ``trial/1``, ...) in part order once one has reported,
+    else its own report; another trial's keys never mix in; each part's line carries its tag."""
+    info = {"epoch": 3, "epochs": 4, "step": 2, "steps": 8, "rate": None, "time": 0.0, "train_acc": 20.0,
+            "valid_acc": 75.0, "proxy_test_acc": 31.0, "phase": "proxy", "part": "seed 2/2"}
+    board = {part_key("t_00001", 1): info, part_key("t_00001", 0): {**info, "part": "seed 1/2", "phase": "search"},
+             "t_00001": {"epoch": 1}, part_key("t_000010", 0): {"epoch": 9}, "t_00002": {"epoch": 2}}
+    assert [k for k, _ in trial_reports(board, "t_00001")] == ["t_00001/0", "t_00001/1"]
+    assert trial_reports(board, "t_00002") == [("t_00002", {"epoch": 2})]
+    assert trial_reports(board, "t_00003") == [("t_00003", None)]
+    label = "00001 darts/nb201/digits/s3"
+    assert part_label(label, info) == "00001 darts/nb201/digits/s3  [seed 2/2 proxy]"
+    assert part_label(label, {"epoch": 1}) == part_label(label, None) == label
+    line = live_line(SEARCH, part_label(label, info), info, {"epoch": 2, "total_epochs": 4}, 0.0)
+    assert line == ("00001 darts/nb201/digits/s3  [seed 2/2 proxy]  epoch 3/4  step 2/8  train 20.0%  valid 75.0%  "
+                    "proxy test 31.0%")
+    final = epoch_line(SEARCH, label, {"epoch": 4, "total_epochs": 4, "epoch_time": 1.0, "proxy_acc": 40.0})
+    assert final == "00001 darts/nb201/digits/s3  epoch 4/4  1.0 s  proxy 40.0%"
+
+
+def test_a_seed_reports_its_search_then_its_proxy_numbered_as_its_own_epochs() -> None:
+    """``SeedRun.progress`` (what ``SeedWorker.show_progress`` sets): the search's and then the proxy's
+    in-epoch reports, numbered 1..search+proxy epochs, tagged with the phase, with the last epoch's numbers."""
+    import torch
+
+    from raynas.config import resolve
+    from raynas.data import load_dataset
+    from raynas.objectives import ProxyConfig
+    from raynas.proxy import SeedRun
+
+    tiny = {"method": "darts", "space": "nb201", "dataset": "digits", "seed": 5, "epochs": 2, "batch_size": 16,
+            "max_steps_per_epoch": 3, "eval_batches": 1, "device": "cpu", "model": {"C": 4, "layers": 1}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = SeedRun(resolve(tiny), load_dataset("digits"), None, ProxyConfig(epochs=1, channels=4, layers=1,
+                                                                              batch=32, max_steps_per_epoch=2))
+        reports: list[dict] = []
+        run.progress = reports.append
+        results = [run.run_epoch() for _ in range(run.epochs)]
+    finally:
+        torch.set_num_threads(threads)
+    # each epoch reports at least its last step (the first step too when 2 s passed since the last report)
+    ends = [(r["phase"], r["epoch"], r["epochs"]) for r in reports if r["step"] == r["steps"]]
+    assert ends == [("search", 1, 3), ("search", 2, 3), ("proxy", 3, 3)]
+    assert all(0 <= r["train_acc"] <= 100 for r in reports)
+    first, = [r for r in reports if r["epoch"] == 1 and r["step"] == r["steps"]]
+    assert "valid_acc" not in first  # nothing finished yet
+    proxy = [r for r in reports if r["phase"] == "proxy"]
+    assert proxy and all(r["valid_acc"] == results[1]["valid_acc"] and r["steps"] == 2 for r in proxy)
+    run.progress = None  # a run without a sink reports nothing
+    assert run.search.progress is None and run.proxy.progress is None
+
+
+def test_a_board_that_answers_late_stays_up(tmp_path: Path) -> None:
+    """The first read of a board usually times out (its actor is still starting): the driver must keep its
+    handle, or Ray stops the board and no live line shows for the rest of the run (real local Ray)."""
+    import ray
+
+    from raynas.progress import TrialSink, read_board, start_board, stop_board
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        name = start_board(str(tmp_path))
+        assert read_board(name, timeout_s=0.0) == {}  # not started yet: no answer in no time
+        time.sleep(3.0)  # the unanswered call done: had the driver dropped its handle, the board is gone now
+        TrialSink(name, "t_00000")({"epoch": 1, "step": 2})
+        state: dict = {}
+        for _ in range(20):
+            state = read_board(name, timeout_s=5.0)
+            if state:
+                break
+            time.sleep(0.5)
+        assert state == {"t_00000": {"epoch": 1, "step": 2}}
+        stop_board(name)
+        assert read_board(name) == {}
+    finally:
+        ray.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------- threads
@@ -209,3 +291,49 @@ def test_verbose_gives_ray_output_back_and_quiet_logs_only(tmp_path: Path) -> No
     [warning] = [ln for ln in lines if ln.startswith("raynas: warning:")]
     assert f"1 trials at once x {threads} torch threads" in warning
     assert lines[-1] == "summary: q/summary.json"
+
+
+SEED_GROUP = """name: seedlive
+grid: {method: [darts], space: [nb201], dataset: [digits], seed: [3]}
+fixed: {epochs: 2, batch_size: 8, eval_batches: 1, device: cpu, model: {C: 4, layers: 1}, nb201_table: nb201.csv}
+proxy: {epochs: 2, channels: 8, layers: 1, batch: 4, eval_batches: 1}
+tune: {metric: proxy_acc, num_samples: 1, seeds_per_trial: 2,
+       space: {arch.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}}
+resources: {cpu: 0.5}
+"""
+#: a seed's live line: "0a1b2 darts/nb201/digits/s3  [seed 2/2 search]  epoch 1/4  step 26/89  12.3 it/s  ETA ..."
+SEED_LIVE_RE = re.compile(r"^[0-9a-f]{5} darts/nb201/digits/s3  \[seed ([12])/2 (search|proxy)\]  epoch (\d)/4  "
+                          r"step (\d+)/(\d+)(  \d+\.\d (?:it/s|s/it)  ETA \d+:\d\d)?  train \d+\.\d%(.*)$")
+
+
+@pytest.mark.slow
+def test_seed_group_trials_print_a_live_line_per_seed_and_phase(tmp_path: Path) -> None:
+    """2 seeds x (2 search + 2 proxy epochs) through ``raynas run`` with a real local Ray: every seed gets
+    its own live lines, tagged with its phase, numbered as the trial's epochs, with it/s, ETA and the
+    NB-201 table's accuracy of the seed's current genotype (40-70 s)."""
+    from raynas.tables.nb201 import COLUMNS
+    from search_spaces.nb201 import all_genotypes, format_genotype
+
+    accs = {f"{40 + i % 50 + 0.25:.1f}" for i in range(50)}
+    rows = [f"{format_genotype(g)},{40 + i % 50 - 0.75},{40 + i % 50 + 0.25},30,31,20,21,10,1000"
+            for i, g in enumerate(all_genotypes())]
+    (tmp_path / "nb201.csv").write_text(",".join(COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    (tmp_path / "exp.yaml").write_text(SEED_GROUP)
+    rc, lines = _run([sys.executable, "-m", "raynas.cli", "run", "exp.yaml", "--out", "out", "--tracking-uri",
+                      "none"], tmp_path)
+    text = "\n".join(lines)
+    assert rc == 0, text
+    assert "TBXLoggerCallback" not in text, text  # Tune's complaint about the per-seed list is silenced
+    live = [m for m in map(SEED_LIVE_RE.match, lines) if m]
+    search = [m for m in live if m[2] == "search"]
+    proxy = [m for m in live if m[2] == "proxy"]
+    assert {m[1] for m in search} == {"1", "2"}, text  # a line per seed
+    assert all(1 <= int(m[3]) <= 2 and 1 <= int(m[4]) <= int(m[5]) for m in search), text
+    assert any(m[6] for m in search), text  # it/s and ETA once a rate is known
+    nb201 = [re.search(r"  nb201 (\d+\.\d)%$", m[7]) for m in search]  # the table's accuracy of the genotype
+    assert all(n and n[1] in accs for n in nb201), text
+    assert proxy and all(3 <= int(m[3]) <= 4 for m in proxy), text  # the proxy's epochs follow the search's
+    assert all("valid " in m[7] for m in proxy), text  # with the seed's search numbers
+    assert re.search(r"^[0-9a-f]{5} darts/nb201/digits/s3  epoch 4/4  \d+\.\d s  .*  proxy \d+\.\d%$", text, re.M)
+    assert re.search(r"^[0-9a-f]{5} darts/nb201/digits/s3  completed after 4 epochs in \d+:\d\d$", text, re.M)
+    assert lines[-1] == "summary: out/summary.json", text
