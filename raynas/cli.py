@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines around a one-line error
     try:
         args = build_parser().parse_args(argv)
-        if hasattr(args, "quiet"):  # a command that runs trials: -v / --quiet (raynas.console)
+        if hasattr(args, "quiet"):  # a command with progress lines: (-v /) --quiet (raynas.console)
             from raynas.console import configure
 
-            configure(args.verbose, args.quiet)
+            configure(getattr(args, "verbose", False), args.quiet)
         return args.func(args)
     except Exception as e:
         if isinstance(e, user_errors()):

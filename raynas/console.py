@@ -16,6 +16,8 @@ driver sees the same one:
 - ``quiet`` (``--quiet``): no progress at all; warnings, errors and the final summary only.
 
 Progress goes to stderr; stdout keeps the final summary (and ``--json``), which is printed last.
+Commands without trials that take a while (``raynas report``) show their stages the same way with
+``StageProgress``: one line redrawn in place on a terminal, a few appended lines in a pipe.
 """
 
 from __future__ import annotations
@@ -179,9 +181,10 @@ def live_line(kind: Kind, label: str, info: dict[str, Any] | None, last: dict[st
 def _columns(stream: TextIO) -> int:
     """The width of the terminal ``stream`` writes to ($COLUMNS, else 200 when it cannot be asked)."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
-        return shutil.get_terminal_size((200, 24)).columns
+        columns = 0
+    return columns if columns > 0 else shutil.get_terminal_size((200, 24)).columns  # a pty may say 0
 
 def _reporter_base() -> type:
     from ray.tune import ProgressReporter
@@ -316,6 +319,48 @@ def _make_class() -> type:
             return f"\x1b[{n}F\x1b[J"  # cursor up n lines to column 0, clear to the end of the screen
 
     return ConsoleReporter
+
+
+# -------------------------------------------------------------------------------------------- stages
+class StageProgress:
+    """``report: figures 2/3 (accuracy distribution)``: the item a command is at, called before each item.
+
+    On a terminal one line, redrawn in place and erased by ``close()`` (before the command's own lines);
+    in a pipe or a log file a line at each stage's first and last item and, between, at most one every
+    ``$RAYNAS_PROGRESS_S`` seconds (default 30), as the trial console appends; nothing when ``quiet``."""
+
+    def __init__(self, prefix: str, stream: TextIO | None = None, *, quiet: bool = False,
+                 tty: bool | None = None, interval: float | None = None):
+        self.prefix, self.quiet, self._stream = prefix, quiet, stream
+        self.tty = self.stream.isatty() if tty is None else tty
+        env = os.environ.get(INTERVAL_ENV)
+        self.interval = interval if interval is not None else float(env) if env else 30.0
+        self.stage, self.last, self.drawn = "", 0.0, False
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stdout
+
+    def __call__(self, stage: str, item: int, total: int, what: str = "") -> None:
+        """At item ``item`` (1-based) of ``total`` of ``stage``, named ``what``."""
+        if self.quiet:
+            return
+        line = f"{self.prefix}: {stage} {item}/{total}" + (f" ({what})" if what else "")
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write(f"\r\x1b[K{line[:_columns(self.stream) - 1]}")
+            self.drawn = True
+        elif stage != self.stage or item == total or now - self.last >= self.interval:
+            self.stream.write(line + "\n")
+            self.last = now
+        self.stage = stage
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.drawn = False
 
 
 def __getattr__(name: str) -> Any:  # ``raynas.console.ConsoleReporter``, built on first use

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -220,6 +221,62 @@ def test_cli_register(tmp_path, capsys, monkeypatch):
         args.func(parser.parse_args(["report", str(root), "--format", "pdf"]))
 
 
+def report_cli(*argv):
+    parser = argparse.ArgumentParser(prog="raynas")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", *map(str, argv), "--tracking-uri", "none"])
+    return args.func(args)
+
+
+def test_report_prints_its_progress_and_quiet_silences_it(tmp_path, capsys, monkeypatch):
+    """In a pipe: a line per trial read, figure drawn and file written (``RAYNAS_PROGRESS_S=0``), in that
+    order and before the summary line; by default only each stage's first and last; ``--quiet``: none."""
+    monkeypatch.delenv("RAYNAS_CONSOLE", raising=False)
+    monkeypatch.setenv("RAYNAS_PROGRESS_S", "0")
+    root = synthetic(tmp_path / "exp")
+    ids = [f"{m}_{s:05d}" for m in ("darts", "drnas") for s in range(4)]
+    assert report_cli(root, "--out", tmp_path / "r") == 0
+    lines = capsys.readouterr().out.splitlines()
+    progress = [ln for ln in lines if re.match(r"report: [a-z ]+ \d+/\d+ \(", ln)]
+    assert progress == ([f"report: reading trials {i}/8 (study/{t})" for i, t in enumerate(ids, 1)]
+                        + ["report: figures 1/3 (alpha evolution (first edge))", "report: figures 2/3 (accuracy "
+                           "distribution)", "report: figures 3/3 (Hessian eigenvalue)"]
+                        + [f"report: writing {i}/3 (report.{k})" for i, k in enumerate(("md", "html", "json"), 1)])
+    summary = next(i for i, ln in enumerate(lines) if ln.startswith("report: 8 trials, 3 plots in "))
+    assert lines.index(progress[-1]) < summary and lines[summary + 1:] == [
+        f"{k}: {tmp_path / 'r' / f'report.{k}'}" for k in ("json", "md", "html")]
+
+    monkeypatch.delenv("RAYNAS_PROGRESS_S")  # default: a line at each stage's first and last item
+    assert report_cli(root, "--out", tmp_path / "r", "--format", "html") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln for ln in lines if " 1/" in ln or " 2/" in ln or " 8/" in ln or " 3/" in ln] == [
+        "report: reading trials 1/8 (study/darts_00000)", "report: reading trials 8/8 (study/drnas_00003)",
+        "report: figures 1/3 (alpha evolution (first edge))", "report: figures 3/3 (Hessian eigenvalue)",
+        "report: writing 1/2 (report.html)", "report: writing 2/2 (report.json)"]
+
+    assert report_cli(root, "--out", tmp_path / "q", "--quiet") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("report: 8 trials, 3 plots in ") and len(lines) == 4, lines  # the files only
+
+
+def test_stage_progress_redraws_one_line_on_a_terminal(monkeypatch):
+    import io
+
+    from raynas.console import StageProgress
+
+    monkeypatch.setenv("COLUMNS", "40")  # a StringIO has no terminal: the width comes from $COLUMNS
+    out = io.StringIO()
+    progress = StageProgress("report", out, tty=True)
+    progress("figures", 1, 2, "alpha evolution (first edge)")
+    progress("figures", 2, 2, "accuracy")
+    progress.close()
+    assert out.getvalue() == ("\r\x1b[Kreport: figures 1/2 (alpha evolution (f"  # cut: a wrapped line stays
+                              "\r\x1b[Kreport: figures 2/2 (accuracy)\r\x1b[K")
+    quiet = io.StringIO()
+    StageProgress("report", quiet, quiet=True, tty=True)("figures", 1, 2)
+    assert quiet.getvalue() == ""
+
+
 def test_attach_to_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -274,7 +331,11 @@ def test_end_to_end_study(tmp_path, capsys):
     client = MlflowClient(tracking_uri=uri)
     (parent,) = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
                                    filter_string="tags.`raynas.parent` = 'true'")
-    assert f"attached to MLflow run {parent.info.run_id}" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()
+    assert f"attached to MLflow run {parent.info.run_id} (smoke)" in printed
+    trial = re.compile(r"report: reading trials ([1-4])/4 \(smoke/\S+\)$")
+    assert [trial.match(ln)[1] for ln in printed if trial.match(ln)] == ["1", "4"]  # a pipe: first and last
+    assert "report: attaching to MLflow 1/1 (smoke)" in printed
     assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
 

@@ -24,32 +24,45 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", dest="tracking_uri",
                    help="attach the report to the experiment's MLflow parent run (default, as the runner: the "
                         "experiment's tracking_uri, $MLFLOW_TRACKING_URI, ./mlflow.db when it exists)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines: the files written and errors only")
     p.set_defaults(func=cmd_report)
     return p
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from raynas.console import StageProgress, level
     from raynas.report import attach_to_mlflow, build_report, resolve_source, tracking_target
 
     dirs = [resolve_source(s) for s in args.sources]
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     out = Path(args.out) if args.out else dirs[0] / "report"
+    quiet = args.quiet or level() == "quiet"
+    progress = StageProgress("report", quiet=quiet)  # stdout: stderr is for the one error line
     t0 = time.monotonic()
-    print(f"report: reading {len(dirs)} experiment director{'y' if len(dirs) == 1 else 'ies'}, writing "
-          f"{', '.join(formats)} and plots to {out} ...", flush=True)  # stdout: stderr is for the one error line
-    report = build_report(dirs, out, formats, args.collapse_rule, args.objective)
+    if not quiet:
+        print(f"report: reading {len(dirs)} experiment director{'y' if len(dirs) == 1 else 'ies'}, writing "
+              f"{', '.join(formats)} and plots to {out} ...", flush=True)
+    try:
+        report = build_report(dirs, out, formats, args.collapse_rule, args.objective, progress)
+    finally:
+        progress.close()
     print(f"report: {len(report['trials'])} trials, {len(report.get('plots', {}))} plots in "
           f"{time.monotonic() - t0:.1f} s", flush=True)
     for kind, path in report["files"].items():
         print(f"{kind}: {path}")
-    attached = set()
+    targets = []
     for d in dirs:
         if not (d / "summary.json").is_file():  # a retrain directory: its runs are not the report's home
             continue
         uri, name = tracking_target(d, args.tracking_uri)
-        if uri and (uri, name) not in attached:
-            attached.add((uri, name))
+        if uri and (uri, name) not in targets:
+            targets.append((uri, name))
+    for i, (uri, name) in enumerate(targets, 1):
+        progress("attaching to MLflow", i, len(targets), name)
+        try:
             run_id = attach_to_mlflow(out, uri, name)
-            if run_id:
-                print(f"attached to MLflow run {run_id} ({name})")
+        finally:
+            progress.close()
+        if run_id:
+            print(f"attached to MLflow run {run_id} ({name})")
     return EXIT_OK

@@ -57,6 +57,8 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 _RULE = re.compile(r"\s*([a-z_]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*")
 BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED = 10_000, 0
 ALPHA = 0.05  # significance level of the paired tests
+#: ``progress(stage, item, total, what)``, called before each item (``raynas.console.StageProgress``)
+Progress = Callable[[str, int, int, str], None]
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -173,13 +175,16 @@ def _params(entry: dict[str, Any]) -> float | None:
     return genotype_params(entry["space"], entry["genotype"], entry.get("dataset") or "cifar10")
 
 
-def load_trials(sources: list[str | Path], collapse_rule: str = "skip_count>=4", objective: str | None = None
+def load_trials(sources: list[str | Path], collapse_rule: str = "skip_count>=4", objective: str | None = None,
+                progress: Progress | None = None
                 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], dict[str, Any]]:
-    """Trial records of all sources, their histories (by trial key) and the first experiment's objective."""
+    """Trial records of all sources, their histories (by trial key) and the first experiment's objective;
+    ``progress(stage, item, total, what)`` is told of each trial before it is read."""
     from raynas.report.retrain_join import is_retrain_dir, join_retrain, read_retrain
 
     rule = parse_rule(collapse_rule)
     trials, histories, exp_objective, summaries, retrained = [], {}, None, {}, []
+    experiments = []
     for src in sources:
         src = resolve_source(src)
         if is_retrain_dir(src):
@@ -188,9 +193,15 @@ def load_trials(sources: list[str | Path], collapse_rule: str = "skip_count>=4",
         summary = read_json(src / "summary.json", "summary.json")
         state_file = src / "experiment.json"
         exp = read_json(state_file, "experiment.json").get("experiment", {}) if state_file.is_file() else {}
+        experiments.append((src, summary, exp))
+    total, done = sum(len(summary.get("trials", [])) for _, summary, _ in experiments), 0
+    for src, summary, exp in experiments:
         obj = summary.get("objective") or {"metric": "valid_acc", "mode": "max"}
         exp_objective = exp_objective or obj
         for entry in summary.get("trials", []):
+            done += 1
+            if progress is not None:
+                progress("reading trials", done, total, f"{summary.get('experiment', src.name)}/{entry['trial_id']}")
             history = read_history(entry, src)
             value, name = _objective(entry, history, objective, obj["metric"])
             parsed = _parsed(entry["space"], entry.get("genotype"))

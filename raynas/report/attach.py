@@ -38,10 +38,13 @@ def attach_to_mlflow(report_dir: str | Path, tracking_uri: str, experiment_name:
 
 def tracking_target(exp_dir: Path, tracking_uri: str | None = None) -> tuple[str | None, str]:
     """(tracking URI, experiment name) a report of ``exp_dir`` attaches to: ``tracking_uri``, else as the runner
-    chose: the experiment's ``tracking_uri``, ``$MLFLOW_TRACKING_URI``, ``./mlflow.db`` when it exists (else None)."""
+    chose: the experiment's ``tracking_uri``, ``$MLFLOW_TRACKING_URI``, ``./mlflow.db`` when it exists (else None;
+    None too for ``none``, tracking off)."""
     state = exp_dir / "experiment.json"
     exp = read_json(state, "experiment.json").get("experiment", {}) if state.is_file() else {}
     implicit = Path("mlflow.db")  # the runner's default store, sqlite:///<cwd>/mlflow.db, when it exists
     uri = tracking_uri or exp.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or (
         f"sqlite:///{implicit.resolve()}" if implicit.is_file() else None)
+    if uri is not None and uri.lower() == "none":  # tracking off, as for raynas run
+        uri = None
     return uri, read_json(exp_dir / "summary.json", "summary.json").get("experiment", exp.get("name"))
