@@ -127,3 +127,24 @@ def test_a_tiny_study_retrains_each_sampled_cell_with_its_hyperparameters_on_the
         assert float(r.data.params["lr"]) == pytest.approx(t["hyperparameters"]["lr"])
         assert r.data.metrics["holdout_acc"] == pytest.approx(t["holdout_acc"])
         assert r.data.metrics["nb201_test"] == pytest.approx(t["nb201_test"])
+
+
+def test_the_cell_alone_with_rea_and_the_holdout_loss(local_ray, tmp_path):
+    """The other path: a table-study searcher (REA, each cell once) over the cell alone, minimising the held-out
+    loss; the unnamed fields keep the NB-201 recipe (lr 0.1)."""
+    from raynas.searchers.retrain_run import run_retrain_study
+
+    s = load_retrain_study(None, {"name": "cell-only", "tracking_uri": "none",
+                                  "retrain": {"dataset": "digits", "epochs": 1, "channels": 4, "layers": 1,
+                                              "batch_size": 32, "max_steps_per_epoch": 2, "holdout": 0.1,
+                                              "device": "cpu"},
+                                  "tune": {"searcher": "rea", "metric": "holdout_loss", "mode": "min",
+                                           "num_samples": 3, "options": {"rea": {"population": 2}}}})
+    summary = run_retrain_study(s, tmp_path / "out", verbose=0)
+    trials = summary["trials"]
+    assert [t["status"] for t in trials] == ["completed"] * 3 and len({t["cell"] for t in trials}) == 3
+    assert all(t["genotype"] == t["cell"] and t["hyperparameters"] == {} for t in trials)
+    assert all(load_state(Path(t["checkpoint"]) / "retrain.pt", "cpu")["opt"]["param_groups"][0]["initial_lr"] == 0.1
+               for t in trials)
+    assert summary["best"]["trial_id"] == min(trials, key=lambda t: t["holdout_loss"])["trial_id"]
+    assert "tracking" not in summary and not (tmp_path / "out" / "mlflow_pending").exists()

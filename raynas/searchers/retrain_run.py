@@ -194,7 +194,8 @@ def retrain_command(s: RetrainStudyConfig, best: dict[str, Any], dataset: str) -
     test split: the number a paper reports, measured once, after the search."""
     sets = {**{k: v for k, v in flatten(s.retrain).items() if k not in ("holdout", "dataset")},
             **best["hyperparameters"]}
-    flags = " ".join(f"--set {k}={v}" for k, v in sets.items())
+    seed = sets.pop("seed", None)  # raynas retrain takes its seeds as a flag
+    flags = " ".join([*([f"--seeds {seed}"] if seed is not None else []), *(f"--set {k}={v}" for k, v in sets.items())])
     return f"raynas retrain --genotype '{best['cell']}' --space nb201 --dataset {dataset} {flags}".rstrip()
 
 
