@@ -70,15 +70,20 @@ def check_blocks(exp: Any) -> None:
         return
     if exp.tune.storage:
         check_optuna_storage(exp.tune.storage)
-    for key, spec in exp.tune.space.items():
+    check_numbers(exp.tune.space)
+
+
+def check_numbers(space: dict[str, Any], where: str = "tune.space") -> None:
+    """The ends of every float / int range of a ``tune.space`` block as numbers, in place (ints for int)."""
+    for key, spec in space.items():
         if not isinstance(spec, dict) or spec.get("type") not in ("float", "int"):
             continue  # the type itself is checked with the tune block
         for end in ("low", "high"):
             if end in spec:
-                spec[end] = number(spec[end], f"tune.space.{key}.{end}")
+                spec[end] = number(spec[end], f"{where}.{key}.{end}")
         if spec["type"] == "int" and any(isinstance(spec.get(e), float) and not float(spec[e]).is_integer()
                                          for e in ("low", "high")):
-            raise ConfigError(f"tune.space.{key}: int needs integer low and high, got {spec.get('low')!r} "
+            raise ConfigError(f"{where}.{key}: int needs integer low and high, got {spec.get('low')!r} "
                               f"and {spec.get('high')!r}")
         for end in ("low", "high"):
             if spec["type"] == "int" and isinstance(spec.get(end), float):
@@ -123,12 +128,13 @@ def _tuned_values(spec: dict) -> list[Any]:
     return [spec["low"], spec["high"]]
 
 
-def check_tuned_values(exp: Any, overrides: list[dict[str, Any]], resolve: Callable[[dict], Any]) -> None:
+def check_tuned_values(space: dict[str, dict], overrides: list[dict[str, Any]], resolve: Callable[[dict], Any]
+                       ) -> None:
     """Every value a trial may be given resolves: each grid point, and with it each end of every tuned
-    range and each categorical choice (one at a time, the others as the grid point has them). ``resolve``:
-    the trial config's own (``raynas.config.resolve``, ``raynas.nar``'s for NAR experiments); its
-    one-line ``ConfigError`` is prefixed with the ``tune.space`` key and value that caused it."""
-    space = exp.tune.space if exp.tune is not None else {}
+    range and each categorical choice of ``space`` (one at a time, the others as the grid point has them).
+    ``resolve``: the trial config's own (``raynas.config.resolve``, ``raynas.nar``'s for NAR experiments, a
+    retraining's for retrain studies); its one-line ``ConfigError`` is prefixed with the ``tune.space`` key
+    and value that caused it."""
     for over in overrides:
         try:
             resolve(over)  # the tuned fields at their mid values (``trial_overrides``)
@@ -152,7 +158,7 @@ def check_search_trials(exp: Any, overrides: list[dict[str, Any]], resolve: Call
     """Every value a search trial may be given resolves (:func:`check_tuned_values`). The objective names
     are checked by ``raynas.objectives.check_objectives`` against ``SEARCH_METRICS`` + ``GROUP_METRICS``.
     ``resolve``: ``raynas.config.resolve``."""
-    check_tuned_values(exp, overrides, resolve)
+    check_tuned_values(exp.tune.space if exp.tune is not None else {}, overrides, resolve)
 
 
 #: set (``devices_on_cluster``) when a command joins a cluster (``--address``): a trial's GPU is a worker's,

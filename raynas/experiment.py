@@ -94,22 +94,28 @@ def _check_tune(t: TuneBlock) -> None:
 
     for key, spec in t.space.items():
         reject_cell_param(key, spec)  # nb201_cell / nb101_cell: study files only (a one-line error here)
-        if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
-            raise ConfigError(f"tune.space.{key}: needs type float, int or categorical")
-        extra = set(spec) - {"type", "low", "high", "log", "choices", "step"}
-        if extra:
-            raise ConfigError(f"tune.space.{key}: unknown keys {sorted(extra)}")
-        if spec["type"] == "categorical":
-            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
-                raise ConfigError(f"tune.space.{key}: categorical needs a non-empty choices list")
-            continue
-        if "low" not in spec or "high" not in spec:
-            raise ConfigError(f"tune.space.{key}: {spec['type']} needs low and high")
-        low, high = spec["low"], spec["high"]
-        if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low > high:
-            raise ConfigError(f"tune.space.{key}: low ({low}) must be <= high ({high})")
-        if spec.get("log") and low <= 0:
-            raise ConfigError(f"tune.space.{key}: log scale needs low > 0, got {low}")
+        check_param(key, spec)
+
+
+def check_param(key: str, spec: Any, where: str = "tune.space") -> None:
+    """One hyperparameter of a ``tune.space`` block: ``{type: float|int|categorical, low, high, log, choices,
+    step}`` (the ends already numbers, ``raynas.checks.check_numbers``); shared by experiment and study files."""
+    if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
+        raise ConfigError(f"{where}.{key}: needs type float, int or categorical")
+    extra = set(spec) - {"type", "low", "high", "log", "choices", "step"}
+    if extra:
+        raise ConfigError(f"{where}.{key}: unknown keys {sorted(extra)}")
+    if spec["type"] == "categorical":
+        if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+            raise ConfigError(f"{where}.{key}: categorical needs a non-empty choices list")
+        return
+    if "low" not in spec or "high" not in spec:
+        raise ConfigError(f"{where}.{key}: {spec['type']} needs low and high")
+    low, high = spec["low"], spec["high"]
+    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low > high:
+        raise ConfigError(f"{where}.{key}: low ({low}) must be <= high ({high})")
+    if spec.get("log") and low <= 0:
+        raise ConfigError(f"{where}.{key}: log scale needs low > 0, got {low}")
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None, exp_fields: set[str],
@@ -175,12 +181,12 @@ def trial_overrides(exp: ExperimentConfig) -> list[dict[str, Any]]:
                                                       "seed": seed})
         over = deep_merge(over, unflatten(dict(zip(sweep_keys, swept))))
         if exp.tune is not None:
-            over = deep_merge(over, unflatten({k: _example(v) for k, v in exp.tune.space.items()}))
+            over = deep_merge(over, unflatten({k: example_value(v) for k, v in exp.tune.space.items()}))
         out.append(over)
     return out
 
 
-def _example(spec: dict) -> Any:
+def example_value(spec: dict) -> Any:
     if spec["type"] == "categorical":
         return spec["choices"][0]
     value = (spec["low"] + spec["high"]) / 2
@@ -203,13 +209,16 @@ def param_space(exp: ExperimentConfig) -> dict[str, Any]:
         space = deep_merge(space, unflatten({key: tune.grid_search(list(values)) if exp.tune is None
                                                else tune.choice(list(values))}))
     if exp.tune is not None:
-        tuned = {}
-        for key, spec in exp.tune.space.items():
-            if spec["type"] == "categorical":
-                tuned[key] = tune.choice(spec["choices"])
-            elif spec["type"] == "int":
-                tuned[key] = (tune.lograndint if spec.get("log") else tune.randint)(spec["low"], spec["high"] + 1)
-            else:
-                tuned[key] = (tune.loguniform if spec.get("log") else tune.uniform)(spec["low"], spec["high"])
-        space = deep_merge(space, unflatten(tuned))
+        space = deep_merge(space, unflatten({key: tune_domain(spec) for key, spec in exp.tune.space.items()}))
     return space
+
+
+def tune_domain(spec: dict) -> Any:
+    """A checked ``tune.space`` entry as the Tune distribution OptunaSearch converts (int ``high`` inclusive)."""
+    from ray import tune
+
+    if spec["type"] == "categorical":
+        return tune.choice(spec["choices"])
+    if spec["type"] == "int":
+        return (tune.lograndint if spec.get("log") else tune.randint)(spec["low"], spec["high"] + 1)
+    return (tune.loguniform if spec.get("log") else tune.uniform)(spec["low"], spec["high"])

@@ -26,8 +26,10 @@ STATE_FILE = "experiment.json"
 SUMMARY_FILE = "summary.json"
 #: a searcher comparison's record (``raynas run`` of a study file, ``raynas bench nb201 simulate --out``)
 BENCH_FILE = "bench.json"
+#: a retrain study's record (``raynas run`` of a study file with a ``retrain:`` block)
+RETRAIN_STUDY_FILE = "retrain_study.json"
 #: what a run writes into ``--out``; ``--force`` removes exactly these before the new run starts
-OWNED = (STATE_FILE, SUMMARY_FILE, BENCH_FILE, "ray_results", "mlflow_pending", "optuna.db")
+OWNED = (STATE_FILE, SUMMARY_FILE, BENCH_FILE, RETRAIN_STUDY_FILE, "ray_results", "mlflow_pending", "optuna.db")
 #: a run needs room for checkpoints and results: refuse an --out with less free (env RAYNAS_MIN_FREE_MB)
 MIN_FREE_MB = 64
 #: errors that mean the disk (or a quota, or RLIMIT_FSIZE) is full rather than a bug
@@ -105,7 +107,8 @@ def check_output(out: str | Path, experiment: dict[str, Any] | None = None, *, f
             name = old_exp.get("name") if isinstance(old_exp, dict) else "?"
             raise OutputError(f"--out {out} holds another experiment ({name!r}); pass a new --out, "
                               f"`raynas resume {out}` to finish it, or --force to replace it")
-    elif summary.exists() or (out / BENCH_FILE).exists() or _holds_results(out / "ray_results"):
+    elif summary.exists() or any((out / f).exists() for f in (BENCH_FILE, RETRAIN_STUDY_FILE)) \
+            or _holds_results(out / "ray_results"):
         raise OutputError(f"--out {out} holds the results of another run; pass a new --out or --force to replace them")
 
 

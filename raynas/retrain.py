@@ -223,35 +223,55 @@ def _run(jobs: list[dict[str, Any]], seeds: list[int], out: Path, overrides: dic
          tracking_uri: str | None) -> dict[str, Any]:
     from ray import tune
 
+    from raynas.outdir import write_json
+
+    grid = fit_retrainings(out, {**overrides, "arch": tune.grid_search(jobs), "seed": tune.grid_search(list(seeds))},
+                           n_trials=len(jobs) * len(seeds), resources=resources, address=address,
+                           max_failures=max_failures, verbose=verbose)
+    entries = [_entry(r) for r in grid]
+    summary = {"experiment": "retrain", "trials": entries, "genotypes": aggregate(entries)}
+    if tracking_uri is not None:
+        summary["tracking"] = track_retrain(entries, tracking_uri)
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def fit_retrainings(out: Path, param_space: dict[str, Any], *, n_trials: int, trainable: type = RetrainTrainable,
+                    name: str = "retrain", kind: Any = None, tune_config: dict[str, Any] | None = None,
+                    resources: dict[str, float] | None = None, address: str | None = None, max_failures: int = 1,
+                    verbose: int = 1, checkpoint_keep: int = 2, **trainable_kw: Any) -> Any:
+    """Retrainings as Tune trials under ``out/ray_results/name``, every epoch checkpointed, with the console's
+    progress lines; returns Tune's results. ``param_space``: the trials' configs (``trainable`` resolves each);
+    ``tune_config``: ``TuneConfig`` fields over the grid defaults (a searcher, ``num_samples``, ...);
+    ``trainable_kw``: ``tune.with_parameters`` arguments (``tracking``, ...). ``raynas retrain`` and retrain
+    studies (``raynas.searchers.retrain_run``) share it."""
+    from ray import tune
+
     from raynas.cluster import init_ray
     from raynas.diskfull import DiskFullWatch, watched
-    from raynas.outdir import write_json
 
     from raynas.console import RETRAIN, make_reporter, wants_board, worker_settings
     from raynas.progress import fit, start_board
     from raynas.threads import threads_per_trial, warn_oversubscribed
 
     init_ray(address)
+    kind = kind or RETRAIN
     resources = resources or {"cpu": 1, "gpu": 0}
     cpus, threads = resources.get("cpu", 1), threads_per_trial(resources.get("cpu", 1), resources.get("threads"))
-    warn_oversubscribed(len(jobs) * len(seeds), cpus, threads, None, address)
+    settings = {"reuse_actors": True, "trial_dirname_creator": lambda t: f"retrain_{t.trial_id}", **(tune_config or {})}
+    warn_oversubscribed(n_trials, cpus, threads, settings.get("max_concurrent_trials"), address)
     board = start_board(str(out), bool(verbose) and wants_board())
-    reporter, tune_verbose = make_reporter(RETRAIN, board, cli_reporter=lambda: tune.CLIReporter(
-        metric_columns={"epoch": "epoch", "train_acc": "train acc", "test_acc": "test acc", "epoch_time": "s/epoch"},
-        parameter_columns=["seed"], max_report_frequency=30))
-    trainable = tune.with_parameters(RetrainTrainable, console=worker_settings(board), threads=threads)
+    columns = {"epoch": "epoch", **{c.key: f"{c.label} acc" for c in kind.columns}, "epoch_time": "s/epoch"}
+    reporter, tune_verbose = make_reporter(kind, board, cli_reporter=lambda: tune.CLIReporter(
+        metric_columns=columns, parameter_columns=["seed"], max_report_frequency=30))
+    trainable = tune.with_parameters(trainable, console=worker_settings(board), threads=threads, **trainable_kw)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus, "gpu": resources.get("gpu", 0)}),
-        param_space={**overrides, "arch": tune.grid_search(jobs), "seed": tune.grid_search(list(seeds))},
-        tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=lambda t: f"retrain_{t.trial_id}"),
+        param_space=param_space, tune_config=tune.TuneConfig(**settings),
         run_config=tune.RunConfig(
-            name="retrain", storage_path=str(out / "ray_results"), progress_reporter=reporter if verbose else None,
+            name=name, storage_path=str(out / "ray_results"), progress_reporter=reporter if verbose else None,
             verbose=tune_verbose if verbose else 0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoint_keep, checkpoint_frequency=1,
+                                                    checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=max_failures), callbacks=[DiskFullWatch(out)]))
-    entries = [_entry(r) for r in watched(out, lambda: fit(tuner, board))]
-    summary = {"experiment": "retrain", "trials": entries, "genotypes": aggregate(entries)}
-    if tracking_uri is not None:
-        summary["tracking"] = track_retrain(entries, tracking_uri)
-    write_json(out / SUMMARY_FILE, summary)
-    return summary
+    return watched(out, lambda: fit(tuner, board))

@@ -23,7 +23,8 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-def _status(result: Any) -> str:
+def trial_status(result: Any) -> str:
+    """A trial's raynas status from its Tune result: error, stopped (ended before its last epoch) or its own."""
     m = result.metrics or {}
     status = m.get("status")
     if result.error:
@@ -41,7 +42,7 @@ def summarise(result: Any) -> dict[str, Any]:
     entry = {
         "trial_id": m.get("trial_id") or Path(result.path).name.split("_")[-1],
         "method": cfg.method, "space": cfg.space, "dataset": cfg.dataset, "seed": cfg.seed,
-        "status": _status(result),
+        "status": trial_status(result),
         "epochs": m.get("epoch", 0),
         "genotype": m.get("genotype"),
         "final": {"train_acc": m.get("train_acc"), "valid_acc": m.get("valid_acc"), "nb201": m.get("nb201")},

@@ -76,6 +76,11 @@ def _nar_exp(space: str) -> tuple[str, str]:
                     f"tune: {{metric: val_kendall_tau, space: {{{space}}}}}\n")
 
 
+def _retrain_study(rest: str) -> tuple[str, str]:
+    """A retrain study on digits (20% of the train split held out) with ``rest`` on top."""
+    return exp_file("name: r\nretrain: {dataset: digits, holdout: 0.2, epochs: 1}\n" + rest)
+
+
 # (argv, extra file (name, text) or None, fragment of the one error line)
 CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
     # ---- experiment file: structure of every block
@@ -142,6 +147,27 @@ CASES: list[tuple[list[str], tuple[str, str] | None, str]] = [
     (["run", "{tmp}/exp.yaml"], exp_file("fixed: {model: {C: 1000000, layers: 1000}}\n"), "too large"),
     (["run", "{tmp}/exp.yaml"], exp_file("fixed: {batch_size: 100000000}\n"), "batch_size"),
     (["run", "{tmp}/exp.yaml"], exp_file("fixed: {nb201_table: '{tmp}/trunc.csv.gz'}\n"), "trunc.csv.gz"),
+    # ---- retrain studies (a retrain: block): the cell next to training hyperparameters
+    (["run", "{tmp}/exp.yaml"], _retrain_study("tune: {searcher: rea, space: {cell: {type: nb201_cell}, "
+                                               "lr: {type: float, low: 0.01, high: 0.1}}}\n"),
+     "tune.searcher rea searches the cell alone; with hyperparameters in tune.space (lr) use tpe or random"),
+    (["run", "{tmp}/exp.yaml"], exp_file("retrain: {dataset: digits, holdout: 0}\n"),
+     "retrain.holdout must be in (0, 1), got 0"),
+    (["run", "{tmp}/exp.yaml"], exp_file("retrain: {dataset: digits, holdout: 0.2, lrr: 0.1}\n"),
+     "retrain: unknown config key lrr"),
+    (["run", "{tmp}/exp.yaml"], exp_file("retrain: {dataset: mnist, holdout: 0.2}\n"), "retrain: unknown dataset"),
+    (["run", "{tmp}/exp.yaml"], _retrain_study("tune: {space: {cell: {type: nb201_cell}, lr: {type: float, "
+                                               "low: -0.1, high: 0.3}}}\n"), "tune.space.lr = -0.1: lr must be > 0"),
+    (["run", "{tmp}/exp.yaml"], _retrain_study("tune: {space: {cell: {type: nb201_cell}, holdout: {type: float, "
+                                               "low: 0.1, high: 0.3}}}\n"), "tune.space.holdout: the study fixes"),
+    (["run", "{tmp}/exp.yaml"], _retrain_study("tune: {metric: test_acc}\n"),
+     "tune.metric must be holdout_acc or holdout_loss"),
+    (["run", "{tmp}/exp.yaml"], _retrain_study("tune: {space: {lr: {type: float, low: 0.01, high: 0.1}}}\n"),
+     "tune.space needs exactly one entry {type: nb201_cell}"),
+    (["run", "{tmp}/exp.yaml"], _retrain_study("tune: {space: {cell: {type: nb101_cell}}}\n"),
+     "tune.space.cell: nb101_cell is an encoding for NB-101 tables"),
+    (["run", "{tmp}/exp.yaml"], _retrain_study("nb201_table: '{tmp}/missing.csv'\n"), "missing.csv does not exist"),
+    (["bench", "nb201", "simulate", "{tmp}/exp.yaml"], _retrain_study(""), "exp.yaml is a retrain study"),
     # ---- dataset files: truncated or corrupted, found before Ray starts (not in every trial attempt)
     (["search", "--dataset", "cifar10", "--data-dir", "{tmp}/c10"], None, "data_batch_1"),
     (["search", "--dataset", "cifar10", "--data-dir", "{tmp}/f1"], None, "has 1 class folders, expected 10"),

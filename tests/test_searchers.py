@@ -487,4 +487,5 @@ def test_a_cell_space_in_a_search_experiment_is_a_one_line_error(tmp_path, capsy
     assert main(["run", str(exp), "--out", str(tmp_path / "out"), "--tracking-uri", "none"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "tune.space.cell: nb201_cell is an architecture space" in err
+    assert "retrain: block" in err and "experiments/study_nb201_retrain.yaml" in err  # where a cell + lr study goes
     assert not (tmp_path / "out").exists()

@@ -31,10 +31,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from raynas.config import parse_set
     from raynas.experiment import load_experiment
     from raynas.runner import run_experiment
-    from raynas.searchers.study import is_study_file
+    from raynas.searchers.study import study_kind
 
-    if is_study_file(args.experiment):  # a searcher comparison on a benchmark table (raynas bench nb201 simulate)
+    kind = study_kind(args.experiment)
+    if kind == "bench":  # a searcher comparison on a benchmark table (raynas bench nb201 simulate)
         return run_study_file(args)
+    if kind == "retrain":  # the cell next to training hyperparameters, each trial a real retraining
+        return run_retrain_study_file(args)
     on_cluster(args.address)
     exp = load_experiment(args.experiment, parse_set(args.set))
     if args.tracking_uri:
@@ -66,3 +69,27 @@ def run_study_file(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{study.name}"
     return run_and_report(study, "tune", out=out, json_path=str(Path(out) / BENCH_FILE),
                           yaml_text=Path(args.experiment).read_text(), force=args.force)
+
+
+def run_retrain_study_file(args: argparse.Namespace) -> int:
+    """A retrain study: the searcher's cells and hyperparameters, each trial a retraining scored on held-out
+    training images; ``OUT/retrain_study.json``."""
+    from pathlib import Path
+
+    from raynas.config import parse_set
+    from raynas.outdir import RETRAIN_STUDY_FILE
+    from raynas.searchers.retrain_run import run_retrain_study
+    from raynas.searchers.retrain_study import load_retrain_study
+
+    over = parse_set(args.set)
+    if args.tracking_uri:
+        over["tracking_uri"] = args.tracking_uri
+    on_cluster(args.address)
+    study = load_retrain_study(args.experiment, over)
+    r = study.resources
+    check_resources(r.cpu, r.gpu, args.address, r.threads)
+    out = args.out or f"runs/{study.name}"
+    summary = run_retrain_study(study, out, address=args.address, yaml_text=Path(args.experiment).read_text(),
+                                force=args.force)
+    print(f"summary: {os.path.join(out, RETRAIN_STUDY_FILE)}")
+    return trials_exit_code(summary["trials"])

@@ -72,7 +72,8 @@ def load_nar_experiment(path: str | Path | None, overrides: dict[str, Any] | Non
         check_split(cfg, sizes[key])
         return cfg
 
-    check_tuned_values(exp, trial_overrides(exp), resolve_on_table)  # every grid point, both ends, each choice
+    space = exp.tune.space if exp.tune else {}
+    check_tuned_values(space, trial_overrides(exp), resolve_on_table)  # every grid point, both ends, each choice
     return exp
 
 

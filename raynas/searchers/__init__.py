@@ -4,7 +4,8 @@
 ``random_search``, ``evolution`` (REA), ``tpe`` (Optuna TPE through ``OptunaSearch``), ``nar`` (the NAR ranker),
 ``tabular`` (the table as a trainable, the cost model), ``simulate`` (in-process simulator, ASHA's rule),
 ``tune_run`` (the same through real ``tune.Tuner``), ``curves`` (anytime curves, tables), ``study`` (a
-comparison: config file, runs, MLflow). ``raynas bench nb201 simulate`` is the command.
+comparison: config file, runs, MLflow). ``raynas bench nb201 simulate`` is the command. ``retrain_study`` and
+``retrain_run``: the cell next to training hyperparameters, each trial a real retraining (``raynas run``).
 
 A searcher is one line of ``SEARCHERS``: ``name -> "module:Class"``, the class taking ``seed`` and its options
 as keyword arguments (``dataset`` too, if its signature names it).

@@ -3,7 +3,8 @@
 A trial config holds the cell as ``{"cell": {"e01": op, "e02": op, "e12": op, "e03": op, "e13": op, "e23": op}}``
 (``eij``: the edge from node i to node j, in the genotype string's order), so it sits next to any hyperparameter
 of the same ``param_space`` and every Tune searcher (random, Optuna, ...) can sample it. Study files name it
-``{type: nb201_cell}`` in their ``tune.space`` block.
+``{type: nb201_cell}`` in their ``tune.space`` block, alone (a ``bench:`` study: the table as trainable) or next
+to training hyperparameters (a ``retrain:`` study: the cell retrained, ``raynas.searchers.retrain_study``).
 
 NAS-Bench-101 is given as its usual encoding, for a table of its cells: the 21 upper-triangular edges of a
 7-vertex adjacency (0/1) and the 5 interior ops; :func:`nb101_spec` makes the (pruned) ``ModelSpec`` whose hash
@@ -72,19 +73,32 @@ def index_of(arch: str) -> int:
     return i
 
 
-def check_space(space: dict[str, Any], where: str = "tune.space") -> str:
-    """A study's space block (``name: {type: nb201_cell}``); returns the key of its one cell.
-
-    The tabular trainable has no hyperparameters, so the block holds the cell and nothing else; in a
-    hand-written ``param_space`` :func:`cell_space` sits next to any other Tune domain."""
+def split_space(space: dict[str, Any], where: str = "tune.space") -> tuple[str, dict[str, Any]]:
+    """A study's space block: the key of its one ``{type: nb201_cell}`` entry and everything else (the
+    hyperparameters, checked by the caller). NB-101 has no trainable network here, only its table encoding."""
+    for key, spec in space.items():
+        if isinstance(spec, dict) and spec.get("type") == "nb101_cell":
+            raise ConfigError(f"{where}.{key}: nb101_cell is an encoding for NB-101 tables (nb101_space()), and "
+                              "raynas has no NB-101 network to train or table study to run; use nb201_cell")
     cells = [k for k, spec in space.items() if isinstance(spec, dict) and spec.get("type") == "nb201_cell"]
-    other = [k for k in space if k not in cells]
-    if len(cells) != 1 or other:
-        raise ConfigError(f"{where} must be one entry {{type: nb201_cell}} (the table has no hyperparameters), "
-                          f"got {sorted(space)}")
+    if len(cells) != 1:
+        raise ConfigError(f"{where} needs exactly one entry {{type: nb201_cell}} (the cell), got {len(cells)} "
+                          f"in {sorted(space)}")
     if set(space[cells[0]]) != {"type"}:
         raise ConfigError(f"{where}.{cells[0]}: nb201_cell takes no options, got {sorted(space[cells[0]])}")
-    return cells[0]
+    return cells[0], {k: v for k, v in space.items() if k != cells[0]}
+
+
+def check_space(space: dict[str, Any], where: str = "tune.space") -> str:
+    """A table study's space block (``name: {type: nb201_cell}``); returns the key of its one cell.
+
+    The tabular trainable has no hyperparameters, so the block holds the cell and nothing else; a retrain
+    study (``raynas.searchers.retrain_study``) takes hyperparameters next to it."""
+    cells = [k for k, spec in space.items() if isinstance(spec, dict) and spec.get("type") == "nb201_cell"]
+    if len(cells) != 1 or len(space) != 1:
+        raise ConfigError(f"{where} must be one entry {{type: nb201_cell}} (the table has no hyperparameters; "
+                          f"a study with a retrain: block takes them), got {sorted(space)}")
+    return split_space(space, where)[0]
 
 
 #: tune-block types that are architecture spaces, not hyperparameters
@@ -95,11 +109,13 @@ def reject_cell_param(key: str, spec: Any, where: str = "tune.space") -> None:
     """An experiment file's ``tune.space`` entry that is a cell space: a one-line error saying where it belongs.
 
     A search trial trains a supernet and has no field that takes a given cell, so a cell there would be
-    sampled and ignored; the trials that take one are a study file's (``bench:``, the table as trainable)."""
+    sampled and ignored; the trials that take one are a study file's: a ``retrain:`` block (the cell retrained,
+    next to training hyperparameters) or a ``bench:`` block (the table as trainable)."""
     if isinstance(spec, dict) and spec.get("type") in CELL_TYPES:
         raise ConfigError(f"{where}.{key}: {spec['type']} is an architecture space, and a search trial has no field "
-                          f"that takes a cell; use a study file (a bench: block, `raynas bench nb201 simulate`, "
-                          f"`raynas run STUDY.yaml`) whose tune.space holds {{type: nb201_cell}}")
+                          f"that takes a cell; use a study file with a retrain: block (the cell retrained next to "
+                          f"lr, weight_decay, ...; experiments/study_nb201_retrain.yaml) or a bench: block (the "
+                          f"NB-201 table), run by `raynas run STUDY.yaml`")
 
 
 #: NB-101 encoding: ``a{i}{j}`` for each edge i -> j (i < j) of the 7 vertices, ``o{k}`` for interior vertex k

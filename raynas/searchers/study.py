@@ -1,7 +1,8 @@
 """A searcher comparison ("study"): which searchers, seeds, budget, table and scheduler; run in the simulator
 or through real Ray Tune; the curves, the table and MLflow (one parent run, one child per searcher x seed).
 
-A study file is YAML with a top-level ``bench:`` block, so ``raynas run`` recognises it::
+A study file is YAML with a top-level ``bench:`` block, so ``raynas run`` recognises it (a ``retrain:`` block
+instead makes it a retrain study, :mod:`raynas.searchers.retrain_study`)::
 
     name: nb201-c10
     bench: {table: nb201.csv.gz, dataset: cifar10, searchers: [random, rea, tpe, nar], seeds: [0, 1, 2],
@@ -70,12 +71,14 @@ class StudyConfig:
         return check_space(self.tune.space)
 
 
-def is_study_file(path: str | Path) -> bool:
-    """A YAML file with a top-level ``bench:`` block (``raynas run`` hands it to :func:`run_study`)."""
+def study_kind(path: str | Path) -> str | None:
+    """``bench`` for a YAML file with a top-level ``bench:`` block (``raynas run`` hands it to :func:`run_study`),
+    ``retrain`` for one with a ``retrain:`` block (``raynas.searchers.retrain_run``), else None."""
     try:
-        return Path(path).is_file() and "bench" in load_yaml(path)
+        data = load_yaml(path) if Path(path).is_file() else {}
     except ConfigError:
-        return False
+        return None
+    return next((kind for kind in ("retrain", "bench") if kind in data), None)
 
 
 def check_study(s: StudyConfig) -> None:
@@ -106,6 +109,9 @@ def check_study(s: StudyConfig) -> None:
 def load_study(path: str | Path | None, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """A study file (or none) with ``overrides`` (a nested dict, e.g. the CLI flags) on top; validated."""
     data = deep_merge(load_yaml(path) if path else {}, overrides or {})
+    if "retrain" in data:
+        raise ConfigError(f"{path} is a retrain study (a retrain: block): its trials really train, so it runs as Ray "
+                          f"Tune trials with `raynas run {path}`, not in the table simulator")
     study = build(StudyConfig, data)
     if study.bench.table:
         study.bench.table = str(Path(study.bench.table).expanduser().resolve())  # Tune workers run elsewhere
