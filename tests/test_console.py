@@ -211,6 +211,9 @@ def test_train_subset_per_class_or_fraction_seeded_and_in_mlflow_params() -> Non
     assert tenth.train_y.bincount().tolist() == [max(1, round(0.1 * int(c))) for c in counts]
     params = flatten(resolve({"data": {"train_subset": 0.1}}).to_dict())  # what a trial logs as MLflow params
     assert params["data.train_subset"] == 0.1 and params["data.subset_seed"] == 0
+    whole = train_subset(data, resolve({"data": {"train_subset": 1.0}}).data)  # the fraction 1.0, not 1 per class
+    assert whole.train_y.bincount().tolist() == counts.tolist()
+    assert resolve({"data": {"train_subset": 1}}).data.train_subset == 1  # the integer stays a count
     from raynas.config import ConfigError
     for bad in (0, 1.5, -0.2):
         with pytest.raises(ConfigError, match="data.train_subset"):

@@ -64,7 +64,7 @@ def test_aggregate_result_has_a_metric_only_when_every_seed_reports_it(tmp_path)
     (f"tune:\n  enqueue: [{{arch.weight_decay: 0.001}}]\n{SPACE}", "tune.enqueue[0].arch.weight_decay is not a tuned key"),  # noqa: E501
     (f"tune:\n  metric: proxy_acc\n{SPACE}proxy: {{epochs: 0}}\n", "proxy: epochs must be >= 1"),
     (f"tune:\n  metric: proxy_acc\n{SPACE}proxy: {{data: {{train_subset: 1.5}}}}\n",
-     "proxy: data.train_subset must be an integer count per class >= 1 or a fraction in (0, 1)"),
+     "proxy: data.train_subset must be an integer count per class >= 1 or a fraction in (0, 1]"),
     (f"tune:\n  metric: proxy_acc\n{SPACE}proxy: {{subset: 0.5}}\n",
      "config key proxy.subset was removed; use proxy.data.train_subset"),
     (f"tune:\n  metric: proxy_acc\n  seeds_per_trial: 2\n{SPACE}# collapse_skip\n", "collapse_skip stops a single search"),  # noqa: E501

@@ -27,15 +27,15 @@ class DataError(ValueError):
 @dataclass
 class DataConfig:
     """What of the training set a run uses (``data.*`` of the search and retrain configs)."""
-    train_subset: int | float | None = None  # per class: an integer count, or a fraction in (0, 1); None: all
+    train_subset: int | float | None = None  # per class: an integer count, or a fraction in (0, 1]; None: all
     subset_seed: int = 0                     # which images: the same subset for every run seed unless changed
 
     def check(self) -> None:
         from trials.config import need
 
         s = self.train_subset
-        need(s is None or (isinstance(s, int) and s >= 1) or (isinstance(s, float) and 0.0 < s < 1.0),
-             f"data.train_subset must be an integer count per class >= 1 or a fraction in (0, 1), got {s!r}")
+        need(s is None or (isinstance(s, int) and s >= 1) or (isinstance(s, float) and 0.0 < s <= 1.0),
+             f"data.train_subset must be an integer count per class >= 1 or a fraction in (0, 1], got {s!r}")
 
 
 @dataclass

@@ -106,7 +106,8 @@ def convert(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for a in args:
+        # the value's own type first: 1.0 under ``int | float`` stays the fraction 1.0, not the count 1
+        for a in sorted(args, key=lambda a: a is not type(value)):
             if a is type(None):
                 continue
             try:

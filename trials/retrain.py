@@ -32,7 +32,7 @@ from trials.config import ConfigError, build, need
 from trials.epochs import Diverged, EpochRun, RetrainStream, resolve_device, stream_seed
 SPACES = ("darts", "s1", "s2", "s3", "s4", "nb201")
 #: where the removed ``subset`` fraction went: one way to subsample the train split, as searches do
-SUBSET_MOVED = "data.train_subset (a per-class count, or a fraction in (0, 1) of each class)"
+SUBSET_MOVED = "data.train_subset (a per-class count, or a fraction in (0, 1] of each class)"
 
 
 @dataclass
