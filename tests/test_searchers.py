@@ -239,6 +239,25 @@ def test_nar_refits_warm_started_and_a_perfect_ranker_finds_the_optimum(bench):
     assert incumbents(queries)[-1] == bench.optimum()["test_acc"]
 
 
+def test_nar_local_adds_the_one_edge_mutants_of_the_best_cells_to_its_candidates(bench):
+    class Recording(NARSearcher):
+        def _rank(self, rows):
+            self.ranked = rows
+            return super()._rank(rows)
+
+    plain = Recording(seed=0, **NAR_FAST)
+    drive(plain, bench, 15)
+    assert plain._neighbours() == [] and len(plain.ranked) == plain.cfg.sample_size
+    nar = Recording(seed=0, local=2, **NAR_FAST)
+    drive(nar, bench, 15)
+    best = sorted(nar.scores, key=lambda a: max(nar.scores[a]) * 1000 + nar.scores[a][max(nar.scores[a])])[-2:]
+    want = {nar.data.index[m] for a in best for m in mutants(a)}
+    assert set(nar._neighbours()) == want and len(want) == 48
+    assert want <= set(nar.ranked.tolist()) and len(nar.ranked) == nar.cfg.sample_size + 48
+    with pytest.raises(ConfigError, match="local >= 0"):
+        NARSearcher(local=-1)
+
+
 def test_nar_options_are_checked():
     with pytest.raises(ConfigError, match="unknown option 'refit'"):
         make_searcher("nar", options={"refit": 3})
