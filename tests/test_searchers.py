@@ -33,7 +33,7 @@ from search_spaces.nb201 import OPS_NB201, parse_genotype
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "nb201.csv.gz"
 #: NAR small enough for tests: the first fit after 10 cells, then every 10, two epochs each
-NAR_FAST = {"n_init": 10, "refit_every": 10, "refit_epochs": 2}
+NAR_FAST = {"n_init": 10, "refit_every": 10, "refit_epochs": 2, "val_frac": 0.2}
 OP_GAIN = {"none": 0.0, "skip_connect": 2.0, "nor_conv_1x1": 3.0, "nor_conv_3x3": 5.0, "avg_pool_3x3": 1.0}
 
 
@@ -245,7 +245,7 @@ def test_nar_local_adds_the_one_edge_mutants_of_the_best_cells_to_its_candidates
             self.ranked = rows
             return super()._rank(rows)
 
-    plain = Recording(seed=0, **NAR_FAST)
+    plain = Recording(seed=0, local=0, **NAR_FAST)
     drive(plain, bench, 15)
     assert plain._neighbours() == [] and len(plain.ranked) == plain.cfg.sample_size
     nar = Recording(seed=0, local=2, **NAR_FAST)

@@ -53,7 +53,8 @@ from raynas.searchers.tabular import dataset_name
 SEARCH_RANKER: dict[str, Any] = {"d_model": 32, "d_ffn": 64, "n_layers": 1, "n_head": 2, "d_tier_hidden": 64,
                                  "d_score_hidden": 128, "dropout": 0.1, "batch_size": 64, "warmup": 10,
                                  "lr_mul": 0.1, "scale_features": True, "threads": 1,
-                                 "top_k": 5, "train_size": 5, "val_size": 5, "sample_size": 2048}
+                                 "top_k": 5, "train_size": 5, "val_size": 5, "sample_size": 2048,
+                                 "ops_kl": 0.0, "flops_kl": 0.0, "params_kl": 0.0}
 
 
 @lru_cache(maxsize=3)
@@ -67,8 +68,8 @@ class NARSearcher(CellSearcher):
     """NAR over the NB-201 cell; ``ranker`` entries override ``SEARCH_RANKER`` (any ``NARConfig`` field)."""
 
     def __init__(self, seed: int = 0, dataset: str = "cifar10", refit_every: int = 10, n_init: int = 0,
-                 refit_growth: float = 0.2, refit_epochs: int = 8, val_frac: float = 0.2, max_train: int = 256,
-                 stats: str = "all", preselect: int = 4, local: int = 0, ranker: dict[str, Any] | None = None,
+                 refit_growth: float = 0.2, refit_epochs: int = 20, val_frac: float = 0.0, max_train: int = 256,
+                 stats: str = "all", preselect: int = 4, local: int = 3, ranker: dict[str, Any] | None = None,
                  **kw):
         super().__init__(seed, **kw)
         self.cfg = resolve_nar({**SEARCH_RANKER, **(ranker or {}), "bench": "nb201", "seed": seed,
