@@ -103,14 +103,15 @@ def split_indices(n: int, portion: float, seed: int | None = None) -> tuple[torc
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 [B,C,H,W] -> float32 ``(x/255 - mean) / std`` per channel (what BatchStream yields)."""
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    """uint8 [B,C,H,W] -> ``(x/255 - mean) / std`` per channel in torch's default dtype (float32 unless
+    a caller chose float64, as the cross-machine golden test does); what BatchStream yields."""
+    m = torch.tensor(mean, dtype=torch.get_default_dtype(), device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.get_default_dtype(), device=x.device).view(1, -1, 1, 1)
     return _normalize(x, m, s)
 
 
 def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255).sub_(mean).div_(std)
+    return x.to(mean.dtype).div_(255).sub_(mean).div_(std)
 
 
 def crop_flip(
@@ -175,8 +176,9 @@ class BatchStream:
         c = self.x.shape[1]
         if len(self.mean) != c or len(self.std) != c:
             raise ValueError(f"mean/std need {c} values, got {len(self.mean)} and {len(self.std)}")
-        self._mean = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-        self._std = torch.tensor(self.std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        dtype = torch.get_default_dtype()  # float32 unless a caller chose float64 (numerical checks)
+        self._mean = torch.tensor(self.mean, dtype=dtype, device=self.device).view(1, c, 1, 1)
+        self._std = torch.tensor(self.std, dtype=dtype, device=self.device).view(1, c, 1, 1)
         if len(self) == 0:
             raise ValueError(f"{self.n} samples make no batch of {batch_size} with drop_last=True")
 
@@ -185,7 +187,7 @@ class BatchStream:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def epoch(self, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One pass: ``(x float32 [B,C,H,W] normalised, y int64 [B])`` on ``device``.
+        """One pass: ``(x [B,C,H,W] normalised in the default dtype, y int64 [B])`` on ``device``.
 
         With ``generator=None`` the subset is read in order without augmentation (evaluation); that
         needs ``augment=False``.
