@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search_spaces.nb201 import GenotypeError, NB201Genotype, format_genotype, parse_genotype
+from search_spaces.nb201_genotype import GenotypeError, NB201Genotype, format_genotype, parse_genotype
 
 if TYPE_CHECKING:
     import pandas as pd
