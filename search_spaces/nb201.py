@@ -1,4 +1,4 @@
-"""NAS-Bench-201 cell space: genotype strings, the search supernet and the evaluation network.
+"""NAS-Bench-201 cell space: the search supernet and the evaluation network (genotypes: ``nb201_genotype``).
 
 Follows the NAS-Bench-201 paper and xautodl (``TinyNetworkDarts``, ``SearchCell``, ``InferCell``):
 a 4-node cell (node 0 input, node 3 output) with 6 edges, one 6x5 alpha shared by all 15 cells,

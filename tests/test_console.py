@@ -6,6 +6,7 @@ and MLflow) and check what it prints: progress lines, no Ray noise, the final su
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -340,3 +341,36 @@ def test_seed_group_trials_print_a_live_line_per_seed_and_phase(tmp_path: Path) 
     assert re.search(r"^[0-9a-f]{5} darts/nb201/digits/s3  epoch 4/4  \d+\.\d s  .*  proxy \d+\.\d%$", text, re.M)
     assert re.search(r"^[0-9a-f]{5} darts/nb201/digits/s3  completed after 4 epochs in \d+:\d\d$", text, re.M)
     assert lines[-1] == "summary: out/summary.json", text
+
+
+def test_a_table_query_imports_no_torch(tmp_path: Path) -> None:
+    """`raynas bench nb201 query` reads genotypes from search_spaces.nb201_genotype: torch stays unloaded."""
+    table = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201.csv.gz"
+    if not table.is_file():
+        pytest.skip(f"{table} absent")
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    code = ("import sys, runpy; sys.argv = ['raynas'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_module('raynas.cli', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print('TORCH', 'torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code, "bench", "nb201", "query", arch, "--table", str(table)],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    lines = p.stdout.strip().splitlines()
+    assert json.loads(lines[0])["arch"] == arch, p.stdout + p.stderr
+    assert lines[-1] == "TORCH False", p.stdout + p.stderr
+
+
+def test_search_spaces_names_are_the_registrys() -> None:
+    """The lazy package lists exactly the registry's public names, so a new one cannot be forgotten."""
+    import types as _types
+
+    import search_spaces
+    from search_spaces import registry
+
+    public = {n for n, v in vars(registry).items()
+              if not n.startswith("_") and not isinstance(v, _types.ModuleType) and n not in {"Any", "Callable"}
+              and n != "annotations"}
+    assert public == set(search_spaces.REGISTRY_NAMES)
+    assert search_spaces.build_supernet is registry.build_supernet
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        search_spaces.nope  # noqa: B018

@@ -15,6 +15,7 @@ Re-record only for a deliberate change of the mathematics: ``python tests/test_g
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import re
@@ -96,6 +97,19 @@ def cpu_fingerprint() -> str:
             f"{torch.backends.cpu.get_cpu_capability()} | flags {flags}")
 
 
+@contextlib.contextmanager
+def single_threaded(dtype: torch.dtype):
+    """One torch thread (the recorded numbers are single-threaded) and ``dtype`` as the default, restored after."""
+    threads, default = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(default)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
@@ -107,25 +121,15 @@ def test_same_numbers_as_before_the_redesign(digits, method, space):
     if cpu_fingerprint() != RECORDED_ON:
         pytest.skip(f"float32 rounding differs on this CPU ({cpu_fingerprint()}; recorded on {RECORDED_ON}); "
                     "the float64 golden test covers it")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the recorded numbers are single-threaded
-    try:
+    with single_threaded(torch.float32):
         assert run(method, space, digits) == GOLDEN[(method, space)]
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("space", ["nb201", "darts"])
 @pytest.mark.parametrize("method", METHODS)
 def test_same_numbers_in_float64_on_any_cpu(digits, method, space):
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    try:
+    with single_threaded(torch.float64):
         genotype, checksum = run(method, space, digits)
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_default_dtype(dtype)
     want_genotype, want_checksum = GOLDEN64[(method, space)]
     assert genotype == want_genotype
     assert float(checksum) == pytest.approx(float(want_checksum), rel=1e-9)
