@@ -61,7 +61,7 @@ def describe(space: str, text: str, dataset: str = "cifar10", layers: int | None
     A genotype that does not parse raises ``GenotypeError``, a bad option ``ConfigError`` (one line each).
     """
     import search_spaces
-    from raynas.config import ConfigError
+    from trials.config import ConfigError  # not raynas.config: that loads every search method
     from search_spaces.darts_eval import count_flops, count_params
 
     layers, channels = network_size(space, dataset, layers, channels)

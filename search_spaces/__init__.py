@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: the spaces by name, in the order ``raynas methods`` lists them (``SPACES`` maps them to supernet builders)
+SPACE_NAMES = ("nb201", "darts", "s1", "s2", "s3", "s4")
+
 #: what ``search_spaces.NAME`` finds in the registry; any other name is a submodule (``from search_spaces
 #: import darts`` imports it as usual)
 REGISTRY_NAMES = frozenset({"SPACES", "GenotypeError", "build_supernet", "parse_genotype", "genotype_stats",

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from search_spaces import darts, nb201, robust_darts
+from search_spaces import SPACE_NAMES, darts, nb201, robust_darts
 from search_spaces.cell_graph import cell_graphs, degenerate_reason  # noqa: F401 (graph view of a genotype)
 from search_spaces.fast import accelerate, recompute_off, set_recompute  # noqa: F401 (the speed layer)
 
@@ -35,7 +35,7 @@ def _darts_family(name: str) -> Callable[..., nn.Module]:
 
 SPACES: dict[str, Callable[..., nn.Module]] = {
     "nb201": lambda exclude, layers, **kw: _nb201(exclude, N=layers, **kw),
-    **{s: _darts_family(s) for s in ("darts", "s1", "s2", "s3", "s4")},
+    **{s: _darts_family(s) for s in SPACE_NAMES if s != "nb201"},
 }
 
 GenotypeError = nb201.GenotypeError

@@ -360,6 +360,34 @@ def test_a_table_query_imports_no_torch(tmp_path: Path) -> None:
     assert lines[-1] == "TORCH False", p.stdout + p.stderr
 
 
+def test_methods_lists_the_registry_without_torch(tmp_path: Path) -> None:
+    """`raynas methods` reads the names from the method modules' decorators (trials.catalog): no torch is
+    loaded, and the names and their order are exactly those the registry holds once the modules load."""
+    code = ("import sys, runpy; sys.argv = ['raynas', 'methods']\n"
+            "try:\n    runpy.run_module('raynas.cli', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print('TORCH', 'torch' in sys.modules)\n"
+            "import trials\nprint('REGISTRY', ', '.join(trials.METHODS))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    lines = dict(line.split(" ", 1) for line in p.stdout.strip().splitlines())
+    assert lines["TORCH"] == "False", p.stdout + p.stderr
+    assert lines["methods:"] == lines["REGISTRY"], p.stdout
+    assert lines["methods:"].startswith("darts, darts2, pcdarts, drnas"), p.stdout
+    assert lines["spaces:"] == "nb201, darts, s1, s2, s3, s4"
+
+
+def test_trials_loads_its_methods_on_first_use() -> None:
+    """`trials` is lazy like `search_spaces`: its names load every method module; unknown names fail."""
+    import trials
+    from trials import catalog, registry
+
+    assert registry.list_methods() == catalog.method_names() == trials.METHODS
+    assert trials.build_method is trials.darts.build_method
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        trials.nope  # noqa: B018
+
+
 def test_search_spaces_names_are_the_registrys() -> None:
     """The lazy package lists exactly the registry's public names, so a new one cannot be forgotten."""
     import types as _types
@@ -369,8 +397,9 @@ def test_search_spaces_names_are_the_registrys() -> None:
 
     public = {n for n, v in vars(registry).items()
               if not n.startswith("_") and not isinstance(v, _types.ModuleType) and n not in {"Any", "Callable"}
-              and n != "annotations"}
+              and n not in {"annotations", "SPACE_NAMES"}}
     assert public == set(search_spaces.REGISTRY_NAMES)
+    assert tuple(registry.SPACES) == search_spaces.SPACE_NAMES
     assert search_spaces.build_supernet is registry.build_supernet
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         search_spaces.nope  # noqa: B018

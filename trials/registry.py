@@ -7,7 +7,7 @@ A method module registers up to three things, with decorators, in its own file:
 - ``@register_piece(order, when=...)`` on a small ``Darts`` subclass: the hooks it overrides, switched on
   by config. ``trials.darts.build_method`` composes the active pieces (outermost = lowest order) over ``Darts``, so
   combinations no paper published (DrNAS + MIM, PC-DARTS + random features) run from config alone.
-Adding a method is one new module under ``trials/`` (imported by ``trials/__init__``) plus its test.
+Adding a method is one new module under ``trials/`` (imported by ``trials.load_methods``) plus its test.
 """
 
 from __future__ import annotations
@@ -63,12 +63,21 @@ def register_piece(order: int, when: Callable[[Any], bool] | None = None,
     return add
 
 
+def _load() -> None:
+    """Lookups see every method of the package, however the caller came to import this module."""
+    import trials
+
+    trials.load_methods()
+
+
 def list_methods() -> list[str]:
+    _load()
     return list(_METHODS)
 
 
 def method(name: str) -> Preset:
     """The preset of method ``name``; unknown names get a one-line error with the closest match."""
+    _load()
     if name not in _METHODS:
         close = difflib.get_close_matches(name, _METHODS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -78,15 +87,18 @@ def method(name: str) -> Preset:
 
 def relaxations() -> list[str]:
     """Values ``relaxation`` may take: DARTS' softmax and every registered alternative."""
+    _load()
     return ["softmax", *(p.relaxation for p in _PIECES if p.relaxation)]
 
 
 def all_pieces() -> list[type]:
     """Every registered piece, outermost first (what any config may switch on)."""
+    _load()
     return [p.cls for p in _PIECES]
 
 
 def pieces(cfg: Any) -> list[type]:
     """The pieces a resolved config switches on, outermost first."""
+    _load()
     return [p.cls for p in _PIECES if p.when(cfg)]
 
