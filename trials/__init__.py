@@ -10,7 +10,6 @@ submodule (``trials.catalog``: the method names for ``raynas methods``) imports 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from trials import catalog
@@ -20,10 +19,7 @@ NAMES = frozenset({"SearchConfig", "METHODS", "build_method", "pieces", "list_me
                    "from_dict"})
 
 
-def load_methods() -> None:
-    """Import every module of the package (idempotent), so that each registers its method and pieces."""
-    for module in catalog.module_names():
-        importlib.import_module(f"{__name__}.{module}")
+load_methods = catalog.load_methods
 
 
 def __getattr__(name: str) -> Any:

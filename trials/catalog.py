@@ -1,4 +1,4 @@
-"""The names of the methods in this package, read from their modules' source without importing them.
+"""The method modules of this package: their names, read from source without importing them, and their loading.
 
 ``raynas methods`` and the CLI's name checks need the names, not the methods: importing the method
 modules imports torch (seconds). The names come from the ``@register_method("name")`` decorators
@@ -8,6 +8,7 @@ themselves, so the registry (``trials.registry``) stays their one source; a test
 from __future__ import annotations
 
 import ast
+import importlib
 import pkgutil
 from pathlib import Path
 
@@ -37,3 +38,9 @@ def _registered(path: Path) -> list[str]:
 def method_names() -> list[str]:
     """The registered method names, in registry order, without importing torch."""
     return [name for module in module_names() for name in _registered(PACKAGE / f"{module}.py")]
+
+
+def load_methods() -> None:
+    """Import every module of the package (idempotent), so that each registers its method and pieces."""
+    for module in module_names():
+        importlib.import_module(f"trials.{module}")

@@ -65,9 +65,9 @@ def register_piece(order: int, when: Callable[[Any], bool] | None = None,
 
 def _load() -> None:
     """Lookups see every method of the package, however the caller came to import this module."""
-    import trials
+    from trials.catalog import load_methods
 
-    trials.load_methods()
+    load_methods()
 
 
 def list_methods() -> list[str]:

@@ -98,10 +98,10 @@ class CoreSearchConfig:
 def search_config_class() -> type:
     """``SearchConfig``: the core fields plus one field per registered method block (recomposed only
     when a block is registered later, e.g. by a method module of the user's own)."""
-    import trials
+    from trials.catalog import load_methods
     from trials.registry import SECTIONS
 
-    trials.load_methods()
+    load_methods()
     return _compose(tuple(SECTIONS.items()))
 
 
