@@ -231,6 +231,52 @@ def test_tiers_metrics_and_histograms():
                                                                     20000: 1}
 
 
+def _reference_sample(sampler: TierSampler, stats: dict, size: int) -> list[int]:
+    """The sampler as first written: ``draw`` per value, cells looked up by their arch string."""
+    from raynas.nar.data import nb201_name
+    from raynas.nar.search import draw, guide
+
+    cfg, data, rng = sampler.cfg, sampler.data, sampler.rng
+    dist = {k: guide(stats[k], cfg, thr) for k, thr in (("flops", cfg.flops_kl), ("params", cfg.params_kl),
+                                                        ("kind", cfg.ops_kl))}
+    chosen, seen, fb, pb = [], set(), 0.0, 0.0
+    for k in range(int(size * (1 - cfg.noisy_factor))):
+        if k % cfg.reuse_step == 0:
+            fb, pb = draw(rng, stats["flops"], dist["flops"]), draw(rng, stats["params"], dist["params"])
+        last = None
+        for _ in range(cfg.max_trials + 1):
+            i = data.index.get(nb201_name(tuple(OPS_NB201[draw(rng, stats["kind"], dist["kind"])]
+                                                for _ in range(6))))
+            if i is None or i in seen:
+                continue
+            last = i
+            if data.flops[i] <= fb and data.params[i] <= pb:
+                break
+        if last is not None:
+            chosen.append(last)
+            seen.add(last)
+    while len(chosen) < min(size, len(data)):
+        i = rng.randrange(len(data))
+        if i not in seen:
+            chosen.append(i)
+            seen.add(i)
+    return chosen
+
+
+@pytest.mark.parametrize("kl", [0.0, 1e9])
+def test_fast_sampler_draws_what_the_reference_draws(small, kl):
+    """Cell codes instead of arch strings, cumulative weights built once: the same rows from the same seed,
+    guided (KL thresholds 0) or uniform (thresholds no histogram passes), on a table missing most cells."""
+    from raynas.nar.tier_stats import batch_tier_stats
+
+    cfg = resolve_nar({**TINY, "flops_kl": kl, "params_kl": kl, "ops_kl": kl})
+    rows = np.arange(0, 256)
+    stats = batch_tier_stats(small, rows, quintile_tiers(small.target[rows], 5), 5, cfg.bins)
+    fast = TierSampler(small, cfg, random.Random(7)).sample(stats, 64)
+    ref = _reference_sample(TierSampler(small, cfg, random.Random(7)), stats, 64)
+    assert fast == ref and len(set(fast)) == 64
+
+
 def test_training_reduces_loss_and_ranks_held_out_cells(small, tmp_path):
     cfg = resolve_nar({"train_size": 256, "val_size": 64, "epochs": 8, **TINY})
     run = NARRun(cfg, small)

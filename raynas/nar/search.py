@@ -15,6 +15,8 @@ batch's range, and the op-type counts (NB201) or vertex counts (NB101). At searc
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from raynas.nar.data import BenchData, nb201_name
+from raynas.nar.data import BenchData
 from raynas.nar.tier_stats import batch_tier_stats
 from search_spaces.nb101 import random_spec
 from search_spaces.nb201 import OPS_NB201
@@ -57,16 +59,36 @@ def draw(rng: random.Random, hists: list[dict[int, float]], dist: dict[int, floa
     return rng.choices(list(dist), weights=list(dist.values()))[0]
 
 
+class Draw:
+    """:func:`draw` with its lists built once: the same values from the same random numbers, for the inner
+    loop of the sampler (millions of draws per search)."""
+
+    def __init__(self, hists: list[dict[int, float]], dist: dict[int, float] | None):
+        self.keys = list(hists[0]) if dist is None else list(dist)
+        self.cum = None if dist is None else list(itertools.accumulate(dist.values()))
+
+    def __call__(self, rng: random.Random) -> int:
+        if self.cum is None:
+            return rng.choice(self.keys)
+        # random.choices(keys, weights)[0], step by step: one random() against the cumulative weights
+        return self.keys[bisect.bisect(self.cum, rng.random() * (self.cum[-1] + 0.0), 0, len(self.keys) - 1)]
+
+
 class TierSampler:
     """Candidate rows of the table, guided by one batch's tier statistics, then uniformly random; all unique."""
 
     def __init__(self, data: BenchData, cfg: NARConfig, rng: random.Random):
         self.data, self.cfg, self.rng = data, cfg, rng
+        self.flops, self.params = data.flops.tolist(), data.params.tolist()  # Python floats for the loop
+        self.row_of = _nb201_rows(data) if data.bench == "nb201" else None
 
-    def _propose(self, stats: dict[str, list], ops_dist: dict[int, float] | None) -> int | None:
-        if self.data.bench == "nb201":
-            ops = tuple(OPS_NB201[draw(self.rng, stats["kind"], ops_dist)] for _ in range(6))
-            return self.data.index.get(nb201_name(ops))
+    def _propose(self, stats: dict[str, list], op: Draw) -> int | None:
+        if self.row_of is not None:  # six edge ops -> the row of that cell (None when the table lacks it)
+            code = 0
+            for e in range(6):
+                code += op(self.rng) * len(OPS_NB201) ** e
+            row = self.row_of[code]
+            return None if row < 0 else row
         n = self.rng.choice(list(stats["kind"][0]))  # vertices: uniform over the histogram (NAR forces it)
         spec = random_spec(self.rng, n)
         return self.data.index.get(spec.hash()) if spec.is_valid() else None
@@ -78,16 +100,18 @@ class TierSampler:
         fb = pb = math.inf
         dist = {k: guide(stats[k], cfg, thr) for k, thr in (("flops", cfg.flops_kl), ("params", cfg.params_kl),
                                                             ("kind", cfg.ops_kl))}
+        draw_flops, draw_params = Draw(stats["flops"], dist["flops"]), Draw(stats["params"], dist["params"])
+        draw_op = Draw(stats["kind"], dist["kind"])
         for k in range(int(size * (1 - cfg.noisy_factor))):
             if k % cfg.reuse_step == 0:
-                fb, pb = draw(self.rng, stats["flops"], dist["flops"]), draw(self.rng, stats["params"], dist["params"])
+                fb, pb = draw_flops(self.rng), draw_params(self.rng)
             last = None
             for _ in range(cfg.max_trials + 1):
-                i = self._propose(stats, dist["kind"])
+                i = self._propose(stats, draw_op)
                 if i is None or i in seen:
                     continue
                 last = i
-                if self.data.flops[i] <= fb and self.data.params[i] <= pb:
+                if self.flops[i] <= fb and self.params[i] <= pb:
                     break
             if last is not None:
                 chosen.append(last)
@@ -99,6 +123,13 @@ class TierSampler:
                 chosen.append(i)
                 seen.add(i)
         return chosen
+
+
+def _nb201_rows(data: BenchData) -> list[int]:
+    """Row of each NB201 cell by its code sum(op_e * 5^e) over the edges (-1: not in the table)."""
+    rows = np.full(len(OPS_NB201) ** 6, -1, dtype=np.int64)
+    rows[data.op_index @ (len(OPS_NB201) ** np.arange(6))] = np.arange(len(data))
+    return rows.tolist()
 
 
 @torch.no_grad()

@@ -120,8 +120,8 @@ class NARSearcher(CellSearcher):
         perm = np.random.default_rng([self.seed, self.refits]).permutation(rows)
         n_val = max(self.cfg.n_tier, min(round(self.val_frac * len(rows)), self.max_train // 4)) \
             if self.val_frac else 0
-        train, val = (perm[n_val:], perm[:n_val]) if n_val else (perm, perm)
-        train = train[:self.max_train]  # a fresh random subset each refit bounds its cost
+        train = perm[n_val:][:self.max_train]  # a fresh random subset each refit bounds its cost
+        val = perm[:n_val] if n_val else train
         self.run.label(train, val)
         for _ in range(self.refit_epochs):
             self.run.run_epoch()
