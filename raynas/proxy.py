@@ -265,7 +265,7 @@ class SeedWorker:
         import search_spaces
 
         geno = self.run.search.genotype()
-        gjson = geno.to_json() if hasattr(geno, "to_json") else search_spaces.darts.genotype_to_json(geno)
+        gjson = search_spaces.genotype_json(geno)
         tracker.log_final(search_spaces.genotype_str(self.cfg.space, geno), gjson, self.cfg.space)
         tracker.log_epoch({k: self.run.final[k] for k in ("params", "flops", "search_gpu_hours")},
                           step=self.run.search.epoch)

@@ -283,6 +283,6 @@ class SearchTrainable(RunTrainable):
         if not self.run.history:
             return
         geno = self.run.genotype()
-        gjson = geno.to_json() if hasattr(geno, "to_json") else search_spaces.darts.genotype_to_json(geno)
+        gjson = search_spaces.genotype_json(geno)
         tracker.log_final(search_spaces.genotype_str(self.cfg.space, geno), gjson, self.cfg.space,
                           checkpoint_path=str(self.logdir))

@@ -15,8 +15,8 @@ SPACE_NAMES = ("nb201", "darts", "s1", "s2", "s3", "s4")
 #: what ``search_spaces.NAME`` finds in the registry; any other name is a submodule (``from search_spaces
 #: import darts`` imports it as usual)
 REGISTRY_NAMES = frozenset({"SPACES", "GenotypeError", "build_supernet", "parse_genotype", "genotype_stats",
-                            "genotype_str", "cell_graphs", "degenerate_reason", "accelerate", "recompute_off",
-                            "set_recompute"})
+                            "genotype_str", "genotype_json", "cell_graphs", "degenerate_reason", "accelerate",
+                            "recompute_off", "set_recompute"})
 
 
 def __getattr__(name: str) -> Any:

@@ -67,5 +67,10 @@ def genotype_stats(space: str, genotype: Any) -> dict[str, int]:
     return nb201.genotype_stats(genotype) if space == "nb201" else darts.genotype_stats(genotype)
 
 
+def genotype_json(genotype: Any) -> str:
+    """The JSON of a genotype of any space (NB201's has its own ``to_json``; the DARTS family's is a tuple)."""
+    return genotype.to_json() if hasattr(genotype, "to_json") else darts.genotype_to_json(genotype)
+
+
 def genotype_str(space: str, genotype: Any) -> str:
     return nb201.format_genotype(genotype) if space == "nb201" else darts.format_genotype(genotype)

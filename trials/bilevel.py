@@ -300,7 +300,7 @@ class Search(EpochRun):
     def result(self) -> SearchResult:
         geno = self.genotype()
         last = self.history[-1] if self.history else {}
-        gjson = geno.to_json() if hasattr(geno, "to_json") else search_spaces.darts.genotype_to_json(geno)
+        gjson = search_spaces.genotype_json(geno)
         return SearchResult(
             method=self.cfg.method, space=self.cfg.space, dataset=self.cfg.dataset, seed=self.cfg.seed,
             epochs=self.epoch, genotype=search_spaces.genotype_str(self.cfg.space, geno), genotype_json=gjson,
