@@ -245,10 +245,10 @@ def test_nar_local_adds_the_one_edge_mutants_of_the_best_cells_to_its_candidates
             self.ranked = rows
             return super()._rank(rows)
 
-    plain = Recording(seed=0, local=0, **NAR_FAST)
+    plain = Recording(seed=0, local=0, local_share=0, **NAR_FAST)
     drive(plain, bench, 15)
     assert plain._neighbours() == [] and len(plain.ranked) == plain.cfg.sample_size
-    nar = Recording(seed=0, local=2, **NAR_FAST)
+    nar = Recording(seed=0, local=2, local_share=0, **NAR_FAST)
     drive(nar, bench, 15)
     best = sorted(nar.scores, key=lambda a: max(nar.scores[a]) * 1000 + nar.scores[a][max(nar.scores[a])])[-2:]
     want = {nar.data.index[m] for a in best for m in mutants(a)}
@@ -256,6 +256,21 @@ def test_nar_local_adds_the_one_edge_mutants_of_the_best_cells_to_its_candidates
     assert want <= set(nar.ranked.tolist()) and len(nar.ranked) == nar.cfg.sample_size + 48
     with pytest.raises(ConfigError, match="local >= 0"):
         NARSearcher(local=-1)
+
+
+def test_nar_local_share_reserves_proposals_for_the_best_mutants(bench):
+    """With every slot reserved, each proposal after the random start is a one-edge mutant of a cell finished
+    before it; with none reserved, the ranker also picks sampled cells."""
+    def mutant_share(share: int) -> float:
+        nar = NARSearcher(seed=0, local=1, local_share=share, **NAR_FAST)
+        finished = [q.arch for q in drive(nar, bench, 40)]
+        hits = [any(q in mutants(a) for a in finished[:i]) for i, q in enumerate(finished) if i >= 10]
+        return sum(hits) / len(hits)
+
+    assert mutant_share(5) == 1.0
+    assert mutant_share(0) < 1.0  # the ranker alone also queries sampled cells
+    with pytest.raises(ConfigError, match="local_share in"):
+        NARSearcher(local_share=6)
 
 
 def test_nar_options_are_checked():
