@@ -40,7 +40,15 @@ def method_names() -> list[str]:
     return [name for module in module_names() for name in _registered(PACKAGE / f"{module}.py")]
 
 
+_loaded = False
+
+
 def load_methods() -> None:
-    """Import every module of the package (idempotent), so that each registers its method and pieces."""
+    """Import every module of the package once, so that each registers its method and pieces (every registry
+    lookup calls this: after the first time it returns at once)."""
+    global _loaded
+    if _loaded:
+        return
     for module in module_names():
         importlib.import_module(f"trials.{module}")
+    _loaded = True
