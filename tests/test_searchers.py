@@ -219,6 +219,18 @@ def test_rea_falls_back_to_a_random_cell_when_every_mutant_was_proposed(bench):
 
 # --- NAR -------------------------------------------------------------------------------------------------
 
+def test_nar_refit_schedule_grows_then_waits_a_max_train_once_capped():
+    nar = NARSearcher(seed=0)  # the defaults: refit_every 10, refit_growth 0.2, max_train 256
+    points, n = [], 0
+    while n < 1000:
+        n += nar.refit_interval() if points else nar.n_init
+        points.append(n)
+        nar.fitted_at = n
+    assert points == [10, 20, 30, 40, 50, 60, 72, 86, 103, 124, 149, 179, 215, 258, 514, 770, 1026]
+    nar.max_train = 2000  # never capped: the 20% rule alone
+    assert [nar.refit_interval() for nar.fitted_at in (258, 310, 924)] == [52, 62, 185]
+
+
 def test_nar_refits_warm_started_and_a_perfect_ranker_finds_the_optimum(bench):
     nar = NARSearcher(seed=0, **NAR_FAST)
     drive(nar, bench, 35)
