@@ -77,7 +77,7 @@ class NARSearcher(CellSearcher):
 
     def __init__(self, seed: int = 0, dataset: str = "cifar10", refit_every: int = 10, n_init: int = 0,
                  refit_growth: float = 0.2, refit_epochs: int = 20, val_frac: float = 0.0, max_train: int = 256,
-                 stats: str = "all", preselect: int = 4, local: int = 3, local_share: int = 2,
+                 stats: str = "all", preselect: int = 4, local: int = 3, local_share: int = 3,
                  ranker: dict[str, Any] | None = None, **kw):
         super().__init__(seed, **kw)
         self.cfg = resolve_nar({**SEARCH_RANKER, **(ranker or {}), "bench": "nb201", "seed": seed,
