@@ -225,10 +225,23 @@ def test_nar_refit_schedule_grows_then_waits_a_max_train_once_capped():
     while n < 1000:
         n += nar.refit_interval() if points else nar.n_init
         points.append(n)
-        nar.fitted_at = n
+        nar.fitted_at, nar.trained_on = n, min(n, nar.max_train)  # val_frac 0: a refit trains on them all
     assert points == [10, 20, 30, 40, 50, 60, 72, 86, 103, 124, 149, 179, 215, 258, 514, 770, 1026]
     nar.max_train = 2000  # never capped: the 20% rule alone
     assert [nar.refit_interval() for nar.fitted_at in (258, 310, 924)] == [52, 62, 185]
+
+
+def test_nar_waits_a_max_train_after_the_first_refit_that_trained_on_max_train_cells(bench):
+    class Recording(NARSearcher):
+        def refit(self):
+            super().refit()
+            self.at.append((self.fitted_at, self.trained_on))
+
+    # val_frac 0.2 holds max_train // 4 = 5 cells out, so the cap of 20 is reached at 25 finished cells
+    nar = Recording(seed=0, max_train=20, **NAR_FAST)
+    nar.at = []
+    drive(nar, bench, 75)
+    assert nar.at == [(10, 5), (20, 15), (30, 20), (50, 20), (70, 20)]
 
 
 def test_nar_refits_warm_started_and_a_perfect_ranker_finds_the_optimum(bench):

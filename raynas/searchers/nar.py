@@ -98,7 +98,7 @@ class NARSearcher(CellSearcher):
         base = space_data(self.cfg.dataset, self.cfg.scale_features)
         self.data = dataclasses.replace(base, target=base.target.copy())  # labels fill in as cells finish
         self.run: NARRun | None = None
-        self.fitted_at = 0
+        self.fitted_at = self.trained_on = 0  # finished cells at the last refit, and how many it trained on
         self.queue: list[str] = []
         self.refits, self.refit_seconds = 0, 0.0
 
@@ -117,7 +117,7 @@ class NARSearcher(CellSearcher):
         """Finished cells between refits: ``refit_every``, or ``refit_growth`` of those finished once more, and
         at least ``max_train`` once the last refit trained on that many (a cheaper tail, same start)."""
         every = max(self.refit_every, round(self.refit_growth * self.fitted_at))
-        return max(every, self.max_train) if self.fitted_at >= self.max_train else every
+        return max(every, self.max_train) if self.trained_on >= self.max_train else every
 
     def observe(self, arch: str, scores: dict[int, float]) -> None:
         f = max(scores)
@@ -145,7 +145,8 @@ class NARSearcher(CellSearcher):
             self.distri = list(self.run.best["distri"])
             self.rng.shuffle(self.distri)
         self.sampler = TierSampler(self.data, self.cfg, self.rng)
-        self.fitted_at, self.refits, self.draws, self.queue = len(self.scores), self.refits + 1, 0, []
+        self.fitted_at, self.trained_on = len(self.scores), len(train)
+        self.refits, self.draws, self.queue = self.refits + 1, 0, []
         self.refit_seconds += time.process_time() - t0
 
     @torch.no_grad()
