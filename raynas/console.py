@@ -84,9 +84,20 @@ def wants_board() -> bool:
     return level() == "normal"
 
 
+#: seconds between a trial's in-epoch reports to the board, unless ``$RAYNAS_PROGRESS_S`` asks for more often
+POST_EVERY_S = 2.0
+
+
+def post_every() -> float:
+    """How often a trial posts its in-epoch progress: every ``POST_EVERY_S``, or twice per console interval
+    when ``$RAYNAS_PROGRESS_S`` is shorter, so that every live line the console prints has a fresh report."""
+    env = os.environ.get(INTERVAL_ENV)
+    return min(POST_EVERY_S, float(env) / 2) if env else POST_EVERY_S
+
+
 def worker_settings(board: str | None) -> dict[str, Any]:
     """What the trials need to know of the console (passed with ``tune.with_parameters``)."""
-    return {"board": board if level() == "normal" else None, "level": level()}
+    return {"board": board if level() == "normal" else None, "level": level(), "every": post_every()}
 
 
 # ------------------------------------------------------------------------------------------ formatting

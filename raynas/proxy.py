@@ -58,12 +58,14 @@ class SeedRun(EpochRun):
 
     @progress.setter
     def progress(self, sink: ProgressSink | None) -> None:
-        """The seed's sink: the running phase's run (``Search``, then ``Retrain``) reports through it."""
+        """The seed's sink: the running phase's run (``Search``, then ``Retrain``) reports through it, as
+        often as this run's ``progress_every`` says (set it before the sink)."""
         self._sink = sink
         for phase in ("search", "proxy"):
             run = self.__dict__.get(phase)  # none yet while EpochRun.__init__ sets the first sink
             if run is not None:
                 run.progress = self._relay(phase) if sink is not None else None
+                run.progress_every = self.progress_every
 
     def _relay(self, phase: str) -> ProgressSink:
         offset = 0 if phase == "search" else self.search.epochs
@@ -90,6 +92,7 @@ class SeedRun(EpochRun):
 
         proxy = Retrain(self.proxy_config(), self.data)
         proxy.progress = self._relay("proxy") if self._sink is not None else None
+        proxy.progress_every = self.progress_every
         return proxy
 
     def _costs(self, net: Any) -> dict[str, float]:
@@ -167,13 +170,16 @@ class SeedWorker:
     def attach(self, parent_run_id: str | None) -> None:
         self.parent = parent_run_id
 
-    def show_progress(self, board: str, seeds: int) -> None:
+    def show_progress(self, board: str, seeds: int, every: float | None = None) -> None:
         """Live progress of this seed, as the trial's part ``index`` of ``seeds``, on the driver's board
-        (``raynas.progress``): the console draws one line per seed, ``[seed 2/3 search]``."""
+        (``raynas.progress``): the console draws one line per seed, ``[seed 2/3 search]``; ``every``: seconds
+        between two in-epoch reports (``raynas.console.post_every``; None: the run's default)."""
         from raynas.progress import TrialSink, part_key
         from raynas.trainable import search_live
 
         part = f"seed {self.index + 1}/{seeds}"
+        if every is not None:
+            self.run.progress_every = every
         self.run.progress = TrialSink(board, part_key(self.trial_id, self.index),
                                       lambda info: {**search_live(info, self.cfg.dataset), "part": part})
 

@@ -141,7 +141,8 @@ class SeedsTrainable(RunTrainable):
             self.workers.append(worker.remote({**config, "seed": seed}, g["proxy"], g["gpu"], self.trial_id, i,
                                               self.tracking, g.get("recipe")))
             if self.console.get("board"):  # fire-and-forget, like the reports themselves
-                self.workers[-1].show_progress.remote(self.console["board"], len(g["seeds"]))
+                self.workers[-1].show_progress.remote(self.console["board"], len(g["seeds"]),
+                                                      self.console.get("every"))
         epochs = c.epochs + (g["proxy"]["epochs"] if g["proxy"] else 0)
         return SeedGroup(self.workers, epochs, g)
 

@@ -99,6 +99,7 @@ class RunTrainable(tune.Trainable):
         if self.console.get("board"):
             from raynas.progress import TrialSink
 
+            self.run.progress_every = self.console.get("every", self.run.progress_every)
             self.run.progress = TrialSink(self.console["board"], self.trial_id, self.live)
         self.status = "running"
         self.tracking = tracking if tracking is not None else getattr(self, "tracking", None)

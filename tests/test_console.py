@@ -107,7 +107,8 @@ def test_a_seed_group_trial_gets_a_line_per_seed_tagged_with_its_phase() -> None
 
 def test_a_seed_reports_its_search_then_its_proxy_numbered_as_its_own_epochs() -> None:
     """``SeedRun.progress`` (what ``SeedWorker.show_progress`` sets): the search's and then the proxy's
-    in-epoch reports, numbered 1..search+proxy epochs, tagged with the phase, with the last epoch's numbers."""
+    in-epoch reports, numbered 1..search+proxy epochs, tagged with the phase, with the last epoch's numbers;
+    both phases report as often as the seed's ``progress_every`` says (0: every step)."""
     import torch
 
     from raynas.config import resolve
@@ -123,11 +124,14 @@ def test_a_seed_reports_its_search_then_its_proxy_numbered_as_its_own_epochs() -
         run = SeedRun(resolve(tiny), load_dataset("digits"), None, ProxyConfig(epochs=1, channels=4, layers=1,
                                                                               batch=32, max_steps_per_epoch=2))
         reports: list[dict] = []
+        run.progress_every = 0.0
         run.progress = reports.append
         results = [run.run_epoch() for _ in range(run.epochs)]
     finally:
         torch.set_num_threads(threads)
-    # each epoch reports at least its last step (the first step too when 2 s passed since the last report)
+    assert [(r["phase"], r["epoch"], r["step"]) for r in reports] == [
+        ("search", 1, 1), ("search", 1, 2), ("search", 1, 3), ("search", 2, 1), ("search", 2, 2), ("search", 2, 3),
+        ("proxy", 3, 1), ("proxy", 3, 2)]
     ends = [(r["phase"], r["epoch"], r["epochs"]) for r in reports if r["step"] == r["steps"]]
     assert ends == [("search", 1, 3), ("search", 2, 3), ("proxy", 3, 3)]
     assert all(0 <= r["train_acc"] <= 100 for r in reports)
@@ -137,6 +141,19 @@ def test_a_seed_reports_its_search_then_its_proxy_numbered_as_its_own_epochs() -
     assert proxy and all(r["valid_acc"] == results[1]["valid_acc"] and r["steps"] == 2 for r in proxy)
     run.progress = None  # a run without a sink reports nothing
     assert run.search.progress is None and run.proxy.progress is None
+
+
+def test_trials_post_twice_per_console_interval_when_it_is_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A console that prints every second needs fresher reports than the trials' 2-s default, or a short
+    epoch shows only its first step (no rate yet) before it ends."""
+    from raynas.console import POST_EVERY_S, worker_settings
+
+    monkeypatch.delenv("RAYNAS_PROGRESS_S", raising=False)
+    assert worker_settings("b")["every"] == POST_EVERY_S == 2.0
+    monkeypatch.setenv("RAYNAS_PROGRESS_S", "1")
+    assert worker_settings("b")["every"] == 0.5
+    monkeypatch.setenv("RAYNAS_PROGRESS_S", "30")
+    assert worker_settings("b")["every"] == 2.0
 
 
 def test_a_board_that_answers_late_stays_up(tmp_path: Path) -> None:
@@ -300,7 +317,7 @@ def test_verbose_gives_ray_output_back_and_quiet_logs_only(tmp_path: Path) -> No
 SEED_GROUP = """name: seedlive
 grid: {method: [darts], space: [nb201], dataset: [digits], seed: [3]}
 fixed: {epochs: 2, batch_size: 8, eval_batches: 1, device: cpu, model: {C: 4, layers: 1}, nb201_table: nb201.csv}
-proxy: {epochs: 2, channels: 8, layers: 1, batch: 4, eval_batches: 1}
+proxy: {epochs: 2, channels: 32, layers: 3, batch: 4, eval_batches: 1}
 tune: {metric: proxy_acc, num_samples: 1, seeds_per_trial: 2,
        space: {arch.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}}
 resources: {cpu: 0.5}
