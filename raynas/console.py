@@ -52,6 +52,7 @@ def configure(verbose: bool = False, quiet: bool = False) -> str:
     """Set the level from ``-v`` / ``--quiet`` (for this process and the Ray workers it starts) and quiet
     the driver's loggers accordingly; returns the level."""
     value = "verbose" if verbose else "quiet" if quiet else "normal"
+    interval_env()  # a bad $RAYNAS_PROGRESS_S is a one-line error before anything starts
     os.environ[ENV] = value
     if value != "verbose":
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported, here and in trials
@@ -84,15 +85,32 @@ def wants_board() -> bool:
     return level() == "normal"
 
 
-#: seconds between a trial's in-epoch reports to the board, unless ``$RAYNAS_PROGRESS_S`` asks for more often
-POST_EVERY_S = 2.0
+#: seconds between a trial's in-epoch reports to the board, unless ``$RAYNAS_PROGRESS_S`` asks for more often;
+#: never more often than ``MIN_POST_S`` (each report is a call to the board's actor)
+POST_EVERY_S, MIN_POST_S = 2.0, 0.2
 
 
 def post_every() -> float:
     """How often a trial posts its in-epoch progress: every ``POST_EVERY_S``, or twice per console interval
     when ``$RAYNAS_PROGRESS_S`` is shorter, so that every live line the console prints has a fresh report."""
+    env = interval_env()
+    return max(MIN_POST_S, min(POST_EVERY_S, env / 2)) if env is not None else POST_EVERY_S
+
+
+def interval_env() -> float | None:
+    """``$RAYNAS_PROGRESS_S`` as seconds (None: unset); anything but a number >= 0 is a ``ConfigError``."""
     env = os.environ.get(INTERVAL_ENV)
-    return min(POST_EVERY_S, float(env) / 2) if env else POST_EVERY_S
+    if not env:
+        return None
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        from trials.config import ConfigError
+
+        raise ConfigError(f"${INTERVAL_ENV}={env!r}: give the seconds between two progress lines, a number >= 0")
+    return value
 
 
 def worker_settings(board: str | None) -> dict[str, Any]:
@@ -238,8 +256,9 @@ def _make_class() -> type:
             self.kind, self.board = kind, board
             self._stream = stream  # None: sys.stderr when writing (the Tuner pickles its reporter)
             self.tty = self.stream.isatty() if tty is None else tty
-            env = os.environ.get(INTERVAL_ENV)
-            self.interval = interval if interval is not None else float(env) if env else (2.0 if self.tty else 30.0)
+            env = interval_env()
+            self.interval = interval if interval is not None else env if env is not None else (
+                2.0 if self.tty else 30.0)
             self.epochs_seen: dict[str, int] = {}
             self.ended: set[str] = set()
             self.drawn = 0            # live lines on screen (terminal)
@@ -344,8 +363,8 @@ class StageProgress:
                  tty: bool | None = None, interval: float | None = None):
         self.prefix, self.quiet, self._stream = prefix, quiet, stream
         self.tty = self.stream.isatty() if tty is None else tty
-        env = os.environ.get(INTERVAL_ENV)
-        self.interval = interval if interval is not None else float(env) if env else 30.0
+        env = interval_env()
+        self.interval = interval if interval is not None else env if env is not None else 30.0
         self.stage, self.last, self.drawn = "", 0.0, False
 
     @property

@@ -154,6 +154,19 @@ def test_trials_post_twice_per_console_interval_when_it_is_short(monkeypatch: py
     assert worker_settings("b")["every"] == 0.5
     monkeypatch.setenv("RAYNAS_PROGRESS_S", "30")
     assert worker_settings("b")["every"] == 2.0
+    monkeypatch.setenv("RAYNAS_PROGRESS_S", "0")  # a line at every console call: not a board call per step
+    assert worker_settings("b")["every"] == 0.2
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_progress_interval_is_one_line_and_exit_2(value: str, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from raynas.cli import main
+
+    monkeypatch.setenv("RAYNAS_PROGRESS_S", value)
+    assert main(["search", "--space", "nb201", "--method", "darts", "--dataset", "digits", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "RAYNAS_PROGRESS_S" in err and "a number >= 0" in err, err
 
 
 def test_a_board_that_answers_late_stays_up(tmp_path: Path) -> None:
