@@ -408,6 +408,10 @@ def test_incumbent_prefers_longer_training_then_validation():
     timed = table_rows({"x": [qs]}, [5, 15, 30], by="time")
     assert np.isnan(timed[0]["mean"][0]) and timed[0]["mean"][1:] == [93.0, 92.0] and timed[0]["cost"] == 3
     assert "queries (mean)" in markdown(timed)
+    # what the searcher optimised: the same incumbents' validation accuracy (the 12-epoch cell never picked)
+    assert list(incumbents(qs, "valid")) == [90.0, 90.0, 91.0]
+    assert table_rows({"x": [qs, qs[:2]]}, [1, 3], field="valid")[0]["mean"] == [90.0, 90.5]
+    assert list(at_times(qs, [19, 25], "valid")) == [90.0, 91.0]
 
 
 def test_study_runs_writes_outputs_and_logs_to_mlflow(table_path, tmp_path, capsys):

@@ -29,20 +29,22 @@ def incumbent_rows(queries: Sequence[Query]) -> list[int]:
     return out
 
 
-def incumbents(queries: Sequence[Query]) -> np.ndarray:
-    """(n,) test accuracy of the incumbent after each query."""
-    return np.array([queries[i].test for i in incumbent_rows(queries)], dtype=float)
+def incumbents(queries: Sequence[Query], field: str = "test") -> np.ndarray:
+    """(n,) test accuracy (or ``field``: ``valid``, what the searchers optimise) of the incumbent after each
+    query."""
+    return np.array([getattr(queries[i], field) for i in incumbent_rows(queries)], dtype=float)
 
 
-def at_queries(queries: Sequence[Query], budgets: Sequence[int]) -> np.ndarray:
-    """Incumbent test accuracy after each budget of queries (a run that stopped early: its last incumbent)."""
-    inc = incumbents(queries)
+def at_queries(queries: Sequence[Query], budgets: Sequence[int], field: str = "test") -> np.ndarray:
+    """Incumbent test accuracy (or ``field``) after each budget of queries (a run that stopped early: its last
+    incumbent)."""
+    inc = incumbents(queries, field)
     return np.array([inc[min(b, len(inc)) - 1] if len(inc) else np.nan for b in budgets])
 
 
-def at_times(queries: Sequence[Query], times: Sequence[float]) -> np.ndarray:
-    """Incumbent test accuracy at each simulated time (NaN before the first cell finished)."""
-    inc, ends = incumbents(queries), np.array([q.time for q in queries])
+def at_times(queries: Sequence[Query], times: Sequence[float], field: str = "test") -> np.ndarray:
+    """Incumbent test accuracy (or ``field``) at each simulated time (NaN before the first cell finished)."""
+    inc, ends = incumbents(queries, field), np.array([q.time for q in queries])
     k = np.searchsorted(ends, np.asarray(times, dtype=float), side="right")
     return np.array([inc[i - 1] if i else np.nan for i in k])
 
@@ -57,13 +59,13 @@ def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(n > 1, std, 0.0)
 
 
-def table_rows(runs: Runs, budgets: Sequence[float], by: str = "queries") -> list[dict]:
-    """One row per searcher: mean/std of the incumbent test accuracy at each budget (``by`` queries, or
-    simulated seconds), plus what the largest budget took: simulated hours, or queries."""
+def table_rows(runs: Runs, budgets: Sequence[float], by: str = "queries", field: str = "test") -> list[dict]:
+    """One row per searcher: mean/std of the incumbent test accuracy (or ``field``) at each budget (``by``
+    queries, or simulated seconds), plus what the largest budget took: simulated hours, or queries."""
     rows = []
     for name, seeds in runs.items():
         pick = at_queries if by == "queries" else at_times
-        mean, std = mean_std(np.array([pick(q, budgets) for q in seeds]))
+        mean, std = mean_std(np.array([pick(q, budgets, field) for q in seeds]))
         if by == "queries":
             cost = [q[min(int(budgets[-1]), len(q)) - 1].time / 3600 for q in seeds if q]
         else:
