@@ -22,7 +22,7 @@ test: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow tests
+	$(BIN)/python -m pytest -q -m slow tests --durations=10
 
 test-cluster: install
 	VENV=$(abspath $(VENV)) timeout 1500 bash tests/cluster/e2e.sh
