@@ -17,10 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
 from raynas.commands.bench import parse_seed_ranges  # noqa: E402
-from raynas.searchers.curves import at_queries, markdown, table_rows  # noqa: E402
+from raynas.searchers.curves import holds, markdown, table_rows  # noqa: E402
 from raynas.searchers.study import load_study, run_study, runs_of, write_outputs  # noqa: E402
 
 SEARCHERS = ["random", "rea", "tpe", "nar"]
@@ -68,8 +70,7 @@ def validation_view(result: dict) -> str:
     lines = [text, f"seeds at the best cell by validation (valid {opt['valid_acc']:.2f}, test {opt['test_acc']:.2f};"
                    f" the table's best test accuracy {opt['best_test_acc']:.2f}), at {budgets} queries:"]
     for name, seeds in runs.items():
-        hits = [sum(v >= opt["valid_acc"] for v in col)
-                for col in zip(*(at_queries(q, budgets, "valid") for q in seeds))]
+        hits = np.sum([holds(q, opt["arch"], budgets) for q in seeds], axis=0)
         lines.append(f"  {name:<7} " + " ".join(f"{h:>2}/{len(seeds)}" for h in hits))
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ import pytest
 from raynas.cli import main
 from raynas.config import ConfigError
 from raynas.searchers import make_searcher
-from raynas.searchers.curves import at_queries, at_times, incumbents, markdown, table_rows
+from raynas.searchers.curves import at_queries, at_times, holds, incumbents, markdown, table_rows
 from raynas.searchers.evolution import RegularizedEvolution, mutants
 from raynas.searchers.nar import NARSearcher
 from raynas.searchers.random_search import RandomSearcher
@@ -412,6 +412,10 @@ def test_incumbent_prefers_longer_training_then_validation():
     assert list(incumbents(qs, "valid")) == [90.0, 90.0, 91.0]
     assert table_rows({"x": [qs, qs[:2]]}, [1, 3], field="valid")[0]["mean"] == [90.0, 90.5]
     assert list(at_times(qs, [19, 25], "valid")) == [90.0, 91.0]
+    assert list(holds(qs, "a", [1, 2, 3, 9])) == [True, True, False, False]
+    assert list(holds(qs, "c", [2, 3])) == [False, True] and not holds([], "a", [1])[0]
+    with pytest.raises(ValueError, match="unknown curve field 'valid_acc'"):
+        incumbents(qs, "valid_acc")
 
 
 def test_study_runs_writes_outputs_and_logs_to_mlflow(table_path, tmp_path, capsys):

@@ -29,10 +29,23 @@ def incumbent_rows(queries: Sequence[Query]) -> list[int]:
     return out
 
 
+#: what a curve can show of the incumbent: its 200-epoch test accuracy, or the validation accuracy the
+#: searcher saw (at the fidelity the cell was trained to)
+FIELDS = ("test", "valid")
+
+
 def incumbents(queries: Sequence[Query], field: str = "test") -> np.ndarray:
     """(n,) test accuracy (or ``field``: ``valid``, what the searchers optimise) of the incumbent after each
     query."""
+    if field not in FIELDS:
+        raise ValueError(f"unknown curve field {field!r}; valid: {', '.join(FIELDS)}")
     return np.array([getattr(queries[i], field) for i in incumbent_rows(queries)], dtype=float)
+
+
+def holds(queries: Sequence[Query], arch: str, budgets: Sequence[int]) -> np.ndarray:
+    """Whether the incumbent after each budget of queries is ``arch`` (e.g. the table's best by validation)."""
+    rows = incumbent_rows(queries)
+    return np.array([bool(rows) and queries[rows[min(b, len(rows)) - 1]].arch == arch for b in budgets])
 
 
 def at_queries(queries: Sequence[Query], budgets: Sequence[int], field: str = "test") -> np.ndarray:
