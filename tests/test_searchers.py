@@ -534,6 +534,21 @@ def test_readme_searcher_example_runs(table_path):
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
 
 
+def test_benchmark_script_checks_every_dataset_first_then_prints_both_views(table_path, tmp_path):
+    script, out = str(ROOT / "benchmarks" / "searchers.py"), tmp_path / "out"
+    bad = subprocess.run([sys.executable, script, "--table", str(table_path), "--datasets", "cifar10,foo",
+                          "--budget", "5", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: unknown NB201 dataset 'foo'; valid: cifar10, cifar100, imagenet16"]
+    assert not out.exists()  # refused before the first dataset ran
+    ok = subprocess.run([sys.executable, script, "--table", str(table_path), "--searchers", "random,rea",
+                         "--seeds", "0-1", "--budget", "60", "--workers", "1", "--out", str(out)],
+                        capture_output=True, text=True, timeout=300)  # budget under 100: no target lines
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "incumbent's 200-epoch validation accuracy" in ok.stdout and "target:" not in ok.stdout
+    assert "seeds at the best cell by validation" in ok.stdout and (out / "cifar10-fifo.json").is_file()
+
+
 # --- the shared table --------------------------------------------------------------------------------------
 
 def test_random_search_on_the_shared_table_matches_the_reference():
